@@ -1,0 +1,1 @@
+"""callbacks of seq2seq-lightning."""

@@ -1,0 +1,1 @@
+"""data of seq2seq-lightning."""

@@ -1,0 +1,1 @@
+"""decoders of seq2seq-lightning."""

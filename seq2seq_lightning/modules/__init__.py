@@ -1,0 +1,1 @@
+"""modules of seq2seq-lightning."""

@@ -1,0 +1,62 @@
+"""The search contract: strategies that turn a step-wise conditional LM into output sequences."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from torch import Tensor
+
+
+@dataclass
+class Hypothesis:
+    """One output sequence.
+
+    Attributes:
+        tokens: generated ids, no BOS, no EOS.
+        log_prob: sum of log P of the generated tokens, EOS included when it ended with EOS.
+        score: what the strategy ranked by.
+        attention: (steps, S) attention over the source per generated step (EOS step included),
+            when the decoder exposes attention.
+    """
+
+    tokens: list[int]
+    log_prob: float
+    score: float
+    attention: Tensor | None = None
+
+
+@runtime_checkable
+class StepDecoder(Protocol):
+    """A conditional language model that can be run one token at a time.
+
+    A decoder may also expose ``last_attention``: (N, S) float, the attention weights of the most
+    recent ``step`` call, or None. Strategies copy it into :attr:`Hypothesis.attention`.
+    """
+
+    def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """tokens (N,) long, the last token of each row -> log-probs (N, V) float32, new state."""
+        ...
+
+    def reorder_state(self, state: Any, index: Tensor) -> Any:
+        """New row i = old row index[i]; rows may repeat (beam expansion) or be dropped."""
+        ...
+
+
+class SearchStrategy(ABC):
+    """Base class of all search strategies."""
+
+    @abstractmethod
+    def search(self, decoder: StepDecoder, state: Any, *, batch_size: int, bos: int, eos: int,
+               max_len: int) -> list[list[Hypothesis]]:
+        """One best-first list of hypotheses per batch row; ``len(result) == batch_size``.
+
+        ``max_len`` counts decoding steps, EOS included: a hypothesis either ends with EOS within
+        ``max_len`` steps or is closed as it is after ``max_len`` tokens (no EOS term then).
+        """
+
+
+def last_attention(decoder: Any) -> Tensor | None:
+    """The (N, S) attention of the decoder's last step, if it exposes one."""
+    return getattr(decoder, "last_attention", None)
