@@ -1,0 +1,82 @@
+"""Writes predictions to a file: one result per input, in input order, written atomically."""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+from pathlib import Path
+from typing import Any, TextIO
+
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+
+def format_row(row: dict[str, Any], jsonl: bool) -> str:
+    """One output line for a prediction row (no trailing newline)."""
+    if jsonl:
+        record = {"input": row["input"], "output": row["output"], "score": row["score"], "nbest": row["nbest"]}
+        if row.get("error"):
+            record["error"] = row["error"]
+        return json.dumps(record, ensure_ascii=False)
+    return " ".join(str(row["output"]).splitlines())
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Streams prediction rows to ``output`` in input order.
+
+    Rows arrive per batch and may be out of order (length-sorted batches); they wait in a heap
+    until every earlier index is written, so memory holds only the reordering window. The file
+    is written under a temporary name and renamed at the end: an interrupted predict leaves no
+    half file under the output name.
+
+    Args:
+        output: the output file; ``.jsonl`` writes JSON lines (input, output, score, nbest), any
+            other suffix plain lines.
+    """
+
+    def __init__(self, output: str | os.PathLike) -> None:
+        super().__init__(write_interval="batch")
+        self.output = Path(output)
+        self.jsonl = self.output.suffix.lower() == ".jsonl"
+        self._tmp = self.output.with_name(f".{self.output.name}.partial")
+        self._file: TextIO | None = None
+        self._heap: list[tuple[int, int, dict[str, Any]]] = []
+        self._next = 0
+        self._seq = 0
+        self.written = 0
+
+    def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self._tmp, "w", encoding="utf-8", newline="\n")
+        self._heap, self._next, self.written = [], 0, 0
+
+    def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: Any, batch_indices: Any, batch: Any,
+                           batch_idx: int, dataloader_idx: int) -> None:
+        for row in prediction:
+            self._seq += 1
+            heapq.heappush(self._heap, (int(row["index"]), self._seq, row))
+        self._flush()
+
+    def _flush(self, final: bool = False) -> None:
+        assert self._file is not None
+        while self._heap and (final or self._heap[0][0] <= self._next):
+            index, _, row = heapq.heappop(self._heap)
+            if index < self._next:
+                continue  # a duplicate (a padded distributed sampler repeats rows)
+            self._file.write(format_row(row, self.jsonl) + "\n")
+            self.written += 1
+            self._next = index + 1
+
+    def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._file is None:
+            return
+        self._flush(final=True)
+        self._file.close()
+        self._file = None
+        os.replace(self._tmp, self.output)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._tmp.unlink(missing_ok=True)

@@ -1,0 +1,123 @@
+"""The ``seq2seq`` console script: ``fit | validate | test | predict`` (LightningCLI) and ``plugins``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse import _typehints
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from seq2seq_lightning.callbacks.writer import PredictionWriter
+from seq2seq_lightning.modules.base import Seq2SeqModule
+from seq2seq_lightning.registry import RegistryError, resolve_name
+
+# Hyperparameters stored in a checkpoint that the current config may override at predict/test time:
+# how to decode, not what the network is.
+DECODING_KEYS = {"strategy", "max_len_a", "max_len_b", "max_len", "batch_size", "num_examples"}
+_original_resolve = _typehints.resolve_class_path_by_name
+
+
+def _resolve_with_registries(cls: Any, name: str) -> str:
+    """Registry names (``rnn``, ``beam``, plugin names) work wherever a class path does."""
+    return resolve_name(cls, name) or _original_resolve(cls, name)
+
+
+_typehints.resolve_class_path_by_name = _resolve_with_registries
+
+
+class Seq2SeqCLI(LightningCLI):
+    """LightningCLI with registry names, tokenizers linked from data to model, and ``--output``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(Seq2SeqModule, LightningDataModule, *args, subclass_mode_model=True,
+                         subclass_mode_data=True, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.tokenizers", "model.init_args.tokenizers", apply_on="instantiate")
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":
+            parser.add_argument("--output", type=str | None, default=None,
+                                help="Where predictions go: .txt for one output per line, .jsonl for JSON lines "
+                                     "with input, output, score and the n-best list. Written in input order.")
+            parser.set_defaults(return_predictions=False)
+        return parser
+
+    def _parse_ckpt_path(self) -> None:
+        """Architecture and tokenizers come from ``--ckpt_path``; decoding settings from the config."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if not ckpt_path or ckpt_path in ("last", "best") or not Path(ckpt_path).is_file():
+            return
+        ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        hparams = dict(ckpt.get("hyper_parameters", {}))
+        hparams.pop("_instantiator", None)
+        class_path = hparams.pop("_class_path", None)
+        tokenizers = hparams.pop("tokenizers", None)
+        for key in DECODING_KEYS:
+            hparams.pop(key, None)
+        update: dict[str, Any] = {}
+        if class_path:
+            update["model"] = {"class_path": class_path, "init_args": hparams}
+        if tokenizers:
+            update["data"] = {"init_args": {"tokenizers": tokenizers}}
+        if update:
+            self.config = self.parser.parse_object({subcommand: update}, self.config)
+
+    def before_predict(self) -> None:
+        output = self.config.predict.get("output")
+        if output:
+            self.trainer.callbacks.append(PredictionWriter(output))
+
+
+def print_plugins() -> int:
+    """``seq2seq plugins``: every registered encoder and strategy, and every plugin that failed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from seq2seq_lightning.registry import REGISTRIES
+
+    console = Console()
+    table = Table(title="Registered encoders and strategies")
+    for col in ("group", "name", "class", "distribution", "version"):
+        table.add_column(col)
+    failures = []
+    for registry in REGISTRIES:
+        for entry in registry.entries():
+            table.add_row(registry.kind, entry.name, entry.class_path, entry.dist, entry.version)
+        failures.extend(registry.failures)
+    console.print(table)
+    if failures:
+        bad = Table(title="Plugins that failed to load")
+        for col in ("group", "name", "distribution", "entry point", "error"):
+            bad.add_column(col, overflow="fold")
+        for f in failures:
+            bad.add_row(f.group.rsplit(".", 1)[-1], f.name, f.dist, f.value, f.error)
+        console.print(bad)
+    return 0
+
+
+def main(args: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["plugins"]:
+        raise SystemExit(print_plugins())
+    try:
+        Seq2SeqCLI(args=argv)
+    except (FileNotFoundError, RegistryError, ValueError) as exc:
+        if os.environ.get("SEQ2SEQ_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

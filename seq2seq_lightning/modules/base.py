@@ -1,0 +1,232 @@
+"""The shared Seq2Seq LightningModule: encoder -> conditional LM decoder -> search strategy.
+
+Translation and captioning differ only in how a batch is encoded, how long outputs may be, and
+which metrics they report; everything else (loss, perplexity, decoding, predict rows, examples)
+lives here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor
+from torchmetrics.aggregation import MeanMetric
+
+from seq2seq_lightning.data.tokenizer import Tokenizer
+from seq2seq_lightning.decoders.rnn import RNNDecoder
+from seq2seq_lightning.encoders.base import EncoderOutput
+from seq2seq_lightning.modules.specs import build
+from seq2seq_lightning.registry import STRATEGIES
+from seq2seq_lightning.search.base import Hypothesis, SearchStrategy
+from seq2seq_lightning.search.greedy import GreedySearch
+
+
+def _adam(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=1e-3)
+
+
+class Seq2SeqModule(L.LightningModule):
+    """Base of :class:`TranslationModule` and :class:`CaptioningModule`.
+
+    Subclasses build ``self.encoder`` and implement :meth:`encode`, :meth:`max_lengths` and the
+    metric hooks. The target tokenizer is ``self.target_tokenizer``.
+    """
+
+    def __init__(
+        self,
+        decoder: Callable[[int, int], RNNDecoder] | dict | None,
+        strategy: SearchStrategy | str | dict | None,
+        target_tokenizer: Tokenizer,
+        memory_size: int,
+        label_smoothing: float,
+        optimizer: OptimizerCallable | None,
+        lr_scheduler: LRSchedulerCallable | None,
+        num_examples: int,
+    ) -> None:
+        super().__init__()
+        self.target_tokenizer = target_tokenizer
+        vocab = target_tokenizer.vocab_size
+        if decoder is None:
+            self.decoder = RNNDecoder(vocab, memory_size, padding_idx=target_tokenizer.pad_id)
+        else:
+            self.decoder = build(decoder, RNNDecoder, None, vocab, memory_size, factory=True)
+        self.strategy = self.build_strategy(strategy) if strategy is not None else GreedySearch()
+        self.label_smoothing = label_smoothing
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.num_examples = num_examples
+        self.nll = torch.nn.ModuleDict({s: MeanMetric() for s in ("train", "val", "test")})
+        self.examples: dict[str, list[dict[str, Any]]] = {"val": [], "test": []}
+
+    # -- hooks for subclasses --------------------------------------------------------------------
+    def encode(self, batch: dict[str, Any]) -> EncoderOutput:
+        raise NotImplementedError
+
+    def max_lengths(self, batch: dict[str, Any]) -> Tensor:
+        """(B,) long: decoding steps allowed per row, EOS included."""
+        raise NotImplementedError
+
+    def update_metrics(self, stage: str, hyps: list[str], batch: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def log_metrics(self, stage: str) -> None:
+        raise NotImplementedError
+
+    def source_repr(self, batch: dict[str, Any], i: int) -> str:
+        return str(batch["source_text"][i])
+
+    def reference_repr(self, batch: dict[str, Any], i: int) -> str:
+        return str(batch["target_text"][i])
+
+    # -- search -------------------------------------------------------------------------------
+    def build_strategy(self, strategy: SearchStrategy | str | dict | None = None, **kwargs: Any) -> SearchStrategy:
+        """A strategy from an instance, registry name, class path or spec dict; ``None`` with kwargs
+        rebuilds the configured strategy's class with those arguments."""
+        if strategy is None:
+            return type(self.strategy)(**kwargs) if kwargs else self.strategy
+        if isinstance(strategy, str) and kwargs:
+            return build({"class_path": strategy, "init_args": kwargs}, SearchStrategy, STRATEGIES)
+        if kwargs:
+            raise ValueError("strategy keyword arguments go with a strategy name, not an instance")
+        return build(strategy, SearchStrategy, STRATEGIES)
+
+    @torch.no_grad()
+    def search(self, batch: dict[str, Any], strategy: SearchStrategy | None = None) -> list[list[Hypothesis]]:
+        """Decode a batch; rows sharing a length limit are searched together (a row's result never
+        depends on the rest of its batch)."""
+        strategy = strategy or self.strategy
+        enc = self.encode(batch)
+        limits = self.max_lengths(batch).tolist()
+        results: list[list[Hypothesis]] = [[] for _ in limits]
+        tok = self.target_tokenizer
+        for limit in sorted(set(limits)):
+            rows = [i for i, x in enumerate(limits) if x == limit]
+            index = torch.tensor(rows, device=enc.memory.device)
+            state = self.decoder.init_state(enc.index_select(index) if len(rows) < len(limits) else enc)
+            found = strategy.search(self.decoder, state, batch_size=len(rows), bos=tok.bos_id, eos=tok.eos_id,
+                                    max_len=int(limit))
+            for row, hyps in zip(rows, found):
+                results[row] = hyps
+        return results
+
+    def detokenize(self, hyps: list[list[Hypothesis]]) -> list[str]:
+        return [self.target_tokenizer.decode(h[0].tokens) if h else "" for h in hyps]
+
+    # -- training -----------------------------------------------------------------------------
+    def forward(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor | None]:
+        """Teacher forcing -> logits (B, T-1, V), attention (B, T-1, S) or None."""
+        return self.decoder(batch["target"][:, :-1], self.encode(batch))
+
+    def _loss(self, batch: dict[str, Any], stage: str) -> Tensor:
+        logits, _ = self(batch)
+        gold = batch["target"][:, 1:]  # (B, T-1)
+        flat = logits.float().reshape(-1, logits.size(-1))  # loss in float32 whatever the precision
+        pad = self.target_tokenizer.pad_id
+        loss = F.cross_entropy(flat, gold.reshape(-1), ignore_index=pad, label_smoothing=self.label_smoothing)
+        real = gold != pad
+        ntokens = int(real.sum())
+        with torch.no_grad():
+            nll = F.cross_entropy(flat, gold.reshape(-1), ignore_index=pad)
+            acc = ((logits.argmax(-1) == gold) & real).sum() / max(ntokens, 1)
+        bs = gold.size(0)
+        self.nll[stage].update(nll.detach(), weight=ntokens)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss.detach(), batch_size=bs, on_step=on_step, on_epoch=True, prog_bar=True,
+                 sync_dist=not on_step)
+        self.log(f"{stage}/token_accuracy", acc, batch_size=bs, on_step=False, on_epoch=True, sync_dist=True)
+        if on_step:
+            self.log("train/ppl", math.exp(min(float(nll), 50.0)), batch_size=bs, on_step=True, on_epoch=False)
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._loss(batch, "train")
+
+    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+        self._loss(batch, stage)
+        hyps = self.detokenize(self.search(batch))
+        self.update_metrics(stage, hyps, batch)
+        room = self.num_examples - len(self.examples[stage])
+        for i in range(min(room, len(hyps))):
+            self.examples[stage].append({"source": self.source_repr(batch, i),
+                                         "reference": self.reference_repr(batch, i), "hypothesis": hyps[i]})
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _epoch_end(self, stage: str) -> None:
+        nll = self.nll[stage].compute()
+        self.log(f"{stage}/ppl", torch.exp(nll.clamp(max=50.0)), sync_dist=False)
+        self.nll[stage].reset()
+        if stage != "train":
+            self.log_metrics(stage)
+
+    def on_train_epoch_end(self) -> None:
+        self._epoch_end("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self.examples["val"] = []
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.examples["test"] = []
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    def on_fit_end(self) -> None:
+        self.print_examples("val")
+
+    def on_test_end(self) -> None:
+        self.print_examples("test")
+
+    def print_examples(self, stage: str) -> None:
+        if self.trainer is None or not self.trainer.is_global_zero or not self.examples[stage]:
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"Example outputs ({stage})", show_lines=False)
+        for col in ("source", "reference", "hypothesis"):
+            table.add_column(col, overflow="fold")
+        for ex in self.examples[stage]:
+            table.add_row(ex["source"], ex["reference"], ex["hypothesis"])
+        Console().print(table)
+
+    # -- prediction ---------------------------------------------------------------------------
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """One row per input: index, input, output, score and the n-best list."""
+        hyps = self.search(batch)
+        tok = self.target_tokenizer
+        rows = []
+        for i, h in enumerate(hyps):
+            source = self.source_repr(batch, i)
+            empty = bool(batch.get("empty") is not None and batch["empty"][i]) or (
+                "source_text" in batch and not str(batch["source_text"][i]).strip())
+            nbest = [] if empty else [{"output": tok.decode(x.tokens), "score": float(x.score),
+                                       "log_prob": float(x.log_prob)} for x in h]
+            rows.append({"index": int(batch["index"][i]), "input": source,
+                         "output": nbest[0]["output"] if nbest else "",
+                         "score": nbest[0]["score"] if nbest else None, "nbest": nbest})
+        return rows
+
+    # -- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        factory = self.optimizer_factory or _adam
+        optimizer = factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        config: dict[str, Any] = {"scheduler": scheduler}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = "val/loss"
+        return {"optimizer": optimizer, "lr_scheduler": config}

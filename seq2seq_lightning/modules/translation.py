@@ -1,0 +1,129 @@
+"""TranslationModule: a text encoder, the conditional LM decoder and a search strategy."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor
+from torchmetrics.aggregation import MeanMetric
+from torchmetrics.text import SacreBLEUScore
+
+from seq2seq_lightning.data.tokenizer import Tokenizer
+from seq2seq_lightning.decoders.rnn import RNNDecoder
+from seq2seq_lightning.encoders.base import Encoder, EncoderOutput
+from seq2seq_lightning.modules.base import Seq2SeqModule
+from seq2seq_lightning.modules.specs import build
+from seq2seq_lightning.registry import ENCODERS
+from seq2seq_lightning.search.base import SearchStrategy
+
+
+class TranslationModule(Seq2SeqModule):
+    """Machine translation: source text -> target text.
+
+    Args:
+        encoder: the text encoder; the module passes the source vocabulary size, the config the
+            rest (``class_path: rnn`` with ``init_args``, or ``--model.encoder=rnn``).
+        decoder: the conditional LM; the module passes the target vocabulary size and the
+            encoder's output size. Default: ``RNNDecoder`` with its defaults.
+        strategy: how outputs are searched in validation, test, predict and ``translate``
+            (``greedy``, ``beam``, ``sampling`` or a plugin's name).
+        tokenizers: serialized source and target tokenizers (``{"source": json, "target": json}``);
+            linked from the data module on the command line and stored in every checkpoint.
+        label_smoothing: label smoothing of the training cross-entropy (padding is ignored).
+        max_len_a: decoding may run for ``max_len_a * source_tokens + max_len_b`` steps.
+        max_len_b: see ``max_len_a``.
+        batch_size: sentences per batch inside :meth:`translate`.
+        optimizer: the optimizer, called with the parameters (default: Adam, lr 1e-3).
+        lr_scheduler: an optional learning-rate scheduler, called with the optimizer;
+            ``ReduceLROnPlateau`` watches ``val/loss``.
+        num_examples: example translations kept from validation and test and printed at the end
+            of fit and test.
+    """
+
+    def __init__(
+        self,
+        encoder: Callable[[int], Encoder] | str | dict = "rnn",
+        decoder: Callable[[int, int], RNNDecoder] | None = None,
+        strategy: SearchStrategy | None = None,
+        tokenizers: dict[str, str] | None = None,
+        label_smoothing: float = 0.1,
+        max_len_a: float = 1.5,
+        max_len_b: int = 10,
+        batch_size: int = 64,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        num_examples: int = 5,
+    ) -> None:
+        if not tokenizers or "source" not in tokenizers or "target" not in tokenizers:
+            raise ValueError("TranslationModule needs tokenizers={'source': json, 'target': json} "
+                             "(the data module provides them; checkpoints carry them)")
+        source_tok = Tokenizer.from_json(tokenizers["source"])
+        target_tok = Tokenizer.from_json(tokenizers["target"])
+        encoder_module = build(encoder, Encoder, ENCODERS, source_tok.vocab_size, factory=True)
+        super().__init__(decoder, strategy, target_tok, encoder_module.output_size, label_smoothing,
+                         optimizer, lr_scheduler, num_examples)
+        self.save_hyperparameters()
+        self.source_tokenizer = source_tok
+        self.encoder = encoder_module
+        self.max_len_a, self.max_len_b = max_len_a, max_len_b
+        self.batch_size = batch_size
+        self.bleu = torch.nn.ModuleDict({s: SacreBLEUScore(tokenize="13a") for s in ("val", "test")})
+        self.exact = torch.nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def encode(self, batch: dict[str, Any]) -> EncoderOutput:
+        return self.encoder(batch["source"], batch["source_lengths"])
+
+    def max_lengths(self, batch: dict[str, Any]) -> Tensor:
+        lengths = batch["source_lengths"].float()
+        return torch.ceil(self.max_len_a * lengths + self.max_len_b).long().clamp(min=1)
+
+    def update_metrics(self, stage: str, hyps: list[str], batch: dict[str, Any]) -> None:
+        refs = list(batch["target_text"])
+        self.bleu[stage].update(hyps, [[r] for r in refs])
+        matches = torch.tensor([float(h == r) for h, r in zip(hyps, refs)], device=self.device)
+        self.exact[stage].update(matches)
+
+    def log_metrics(self, stage: str) -> None:
+        self.log(f"{stage}/bleu", self.bleu[stage].compute() * 100.0)
+        self.bleu[stage].reset()
+        if stage == "test":
+            self.log("test/exact_match", self.exact[stage].compute())
+        self.exact[stage].reset()
+
+    # -- Python API ----------------------------------------------------------------------------
+    def translate(self, sentences: list[str], strategy: SearchStrategy | str | None = None,
+                  **strategy_kwargs: Any) -> list[str]:
+        """Translate sentences (batched internally) with the configured or the given strategy.
+
+        An empty (or whitespace-only) sentence gives an empty translation.
+        """
+        search = self.build_strategy(strategy, **strategy_kwargs)
+        was_training = self.training
+        self.eval()
+        out = [""] * len(sentences)
+        todo = [i for i, s in enumerate(sentences) if s.strip()]
+        encoded = {i: self.source_tokenizer.encode(sentences[i]) for i in todo}
+        todo.sort(key=lambda i: len(encoded[i]))
+        try:
+            for start in range(0, len(todo), self.batch_size):
+                rows = todo[start : start + self.batch_size]
+                batch = self.make_batch([encoded[i] for i in rows])
+                for i, hyps in zip(rows, self.search(batch, search)):
+                    out[i] = self.target_tokenizer.decode(hyps[0].tokens) if hyps else ""
+        finally:
+            self.train(was_training)
+        return out
+
+    def make_batch(self, token_lists: list[list[int]]) -> dict[str, Tensor]:
+        """Token id lists (no specials) -> a padded source batch on the module's device."""
+        tok = self.source_tokenizer
+        seqs = [ids + [tok.eos_id] for ids in token_lists]
+        lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+        source = torch.full((len(seqs), int(lengths.max())), tok.pad_id, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            source[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        return {"source": source.to(self.device), "source_lengths": lengths.to(self.device)}
+

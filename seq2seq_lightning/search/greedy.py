@@ -1,0 +1,88 @@
+"""Greedy search: the most likely next token at every step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from seq2seq_lightning.search.base import Hypothesis, SearchStrategy, StepDecoder, last_attention
+from seq2seq_lightning.search.functional import check_max_len, forbid_token, infer_device
+
+
+class GreedySearch(SearchStrategy):
+    """Pick the arg-max token at every step; a row stops at EOS or after ``max_len`` tokens.
+
+    The whole batch runs through one ``decoder.step`` per time step; rows that reached EOS are dropped
+    from the decoder's computation with ``reorder_state``. Each row gets one hypothesis, scored by its
+    log-probability.
+
+    Args:
+        min_len: EOS is forbidden until this many tokens have been generated.
+    """
+
+    def __init__(self, min_len: int = 0) -> None:
+        if min_len < 0:
+            raise ValueError(f"min_len must be >= 0, got {min_len}")
+        self.min_len = min_len
+
+    @torch.no_grad()
+    def search(self, decoder: StepDecoder, state: Any, *, batch_size: int, bos: int, eos: int,
+               max_len: int) -> list[list[Hypothesis]]:
+        check_max_len(max_len)
+        tokens = torch.full((batch_size,), bos, dtype=torch.long, device=infer_device(decoder, state))  # (A,)
+        rows = torch.arange(batch_size, device=tokens.device)  # (A,) batch row of each decoder row
+        out: Tensor | None = None  # (B, max_len) generated ids
+        log_prob: Tensor | None = None  # (B,)
+        length: Tensor | None = None  # (B,) tokens before EOS
+        ended: Tensor | None = None  # (B,) ended with EOS
+        attention: Tensor | None = None  # (B, max_len, S)
+        for t in range(max_len):
+            logp, state = decoder.step(tokens, state)  # (A, V)
+            logp = logp.float()
+            if out is None:  # first step: allocate on the decoder's output device
+                dev = logp.device
+                rows, tokens = rows.to(dev), tokens.to(dev)
+                out = torch.zeros(batch_size, max_len, dtype=torch.long, device=dev)
+                log_prob = torch.zeros(batch_size, device=dev)
+                length = torch.full((batch_size,), max_len, dtype=torch.long, device=dev)
+                ended = torch.zeros(batch_size, dtype=torch.bool, device=dev)
+            if t < self.min_len:
+                logp = forbid_token(logp, eos)
+            best, tokens = logp.max(dim=-1)  # (A,), (A,)
+            att = last_attention(decoder)  # (A, S) or None
+            if att is not None:
+                if attention is None:
+                    attention = logp.new_zeros(batch_size, max_len, att.size(-1))
+                attention[rows, t] = att.float().to(logp.device)
+            out[rows, t] = tokens
+            log_prob[rows] = log_prob[rows] + best
+            is_eos = tokens == eos  # (A,)
+            if not bool(is_eos.any()):
+                continue
+            length[rows[is_eos]] = t
+            ended[rows[is_eos]] = True
+            if t + 1 == max_len:
+                break
+            keep = (~is_eos).nonzero().squeeze(1)  # (A',)
+            if keep.numel() == 0:
+                break  # every row ended: no more decoder calls
+            rows, tokens = rows[keep], tokens[keep]
+            state = decoder.reorder_state(state, keep)
+        return _to_hypotheses(out, log_prob, length, ended, attention)
+
+
+def _to_hypotheses(out: Tensor, log_prob: Tensor, length: Tensor, ended: Tensor,
+                   attention: Tensor | None) -> list[list[Hypothesis]]:
+    """One single-hypothesis list per row from out (B, T), log_prob (B,), length (B,), ended (B,),
+    attention (B, T, S) or None."""
+    ids, lps, lens, ends = out.tolist(), log_prob.tolist(), length.tolist(), ended.tolist()
+    att = None if attention is None else attention.cpu()
+    results = []
+    for b, row in enumerate(ids):
+        n = lens[b]
+        steps = n + int(ends[b])
+        results.append([Hypothesis(tokens=row[:n], log_prob=lps[b], score=lps[b],
+                                   attention=None if att is None else att[b, :steps].clone())])
+    return results
