@@ -31,23 +31,17 @@ class GreedySearch(SearchStrategy):
     def search(self, decoder: StepDecoder, state: Any, *, batch_size: int, bos: int, eos: int,
                max_len: int) -> list[list[Hypothesis]]:
         check_max_len(max_len)
-        tokens = torch.full((batch_size,), bos, dtype=torch.long, device=infer_device(decoder, state))  # (A,)
-        rows = torch.arange(batch_size, device=tokens.device)  # (A,) batch row of each decoder row
-        out: Tensor | None = None  # (B, max_len) generated ids
-        log_prob: Tensor | None = None  # (B,)
-        length: Tensor | None = None  # (B,) tokens before EOS
-        ended: Tensor | None = None  # (B,) ended with EOS
-        attention: Tensor | None = None  # (B, max_len, S)
+        device = infer_device(decoder, state)
+        tokens = torch.full((batch_size,), bos, dtype=torch.long, device=device)  # (A,)
+        rows = torch.arange(batch_size, device=device)  # (A,) batch row of each decoder row
+        out = torch.zeros(batch_size, max_len, dtype=torch.long, device=device)  # (B, T) generated ids
+        log_prob = torch.zeros(batch_size, device=device)  # (B,)
+        length = torch.full((batch_size,), max_len, dtype=torch.long, device=device)  # (B,) before EOS
+        ended = torch.zeros(batch_size, dtype=torch.bool, device=device)  # (B,) ended with EOS
+        attention: Tensor | None = None  # (B, T, S)
         for t in range(max_len):
             logp, state = decoder.step(tokens, state)  # (A, V)
-            logp = logp.float()
-            if out is None:  # first step: allocate on the decoder's output device
-                dev = logp.device
-                rows, tokens = rows.to(dev), tokens.to(dev)
-                out = torch.zeros(batch_size, max_len, dtype=torch.long, device=dev)
-                log_prob = torch.zeros(batch_size, device=dev)
-                length = torch.full((batch_size,), max_len, dtype=torch.long, device=dev)
-                ended = torch.zeros(batch_size, dtype=torch.bool, device=dev)
+            logp = logp.float().to(device)
             if t < self.min_len:
                 logp = forbid_token(logp, eos)
             best, tokens = logp.max(dim=-1)  # (A,), (A,)
@@ -55,7 +49,7 @@ class GreedySearch(SearchStrategy):
             if att is not None:
                 if attention is None:
                     attention = logp.new_zeros(batch_size, max_len, att.size(-1))
-                attention[rows, t] = att.float().to(logp.device)
+                attention[rows, t] = att.float().to(device)
             out[rows, t] = tokens
             log_prob[rows] = log_prob[rows] + best
             is_eos = tokens == eos  # (A,)
