@@ -68,8 +68,9 @@ class Seq2SeqCLI(LightningCLI):
         update: dict[str, Any] = {}
         if class_path:
             update["model"] = {"class_path": class_path, "init_args": hparams}
-        if tokenizers:
-            update["data"] = {"init_args": {"tokenizers": tokenizers}}
+        data = self.config[subcommand].get("data")
+        if tokenizers and data is not None and data.get("class_path"):
+            update["data"] = {"class_path": data["class_path"], "init_args": {"tokenizers": tokenizers}}
         if update:
             self.config = self.parser.parse_object({subcommand: update}, self.config)
 
@@ -111,7 +112,7 @@ def main(args: list[str] | None = None) -> None:
     if argv[:1] == ["plugins"]:
         raise SystemExit(print_plugins())
     try:
-        Seq2SeqCLI(args=argv)
+        Seq2SeqCLI(args=args)
     except (FileNotFoundError, RegistryError, ValueError) as exc:
         if os.environ.get("SEQ2SEQ_DEBUG"):
             raise

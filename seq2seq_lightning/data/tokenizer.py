@@ -150,7 +150,9 @@ class Tokenizer:
         return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
 
     def decode_batch(self, batch: Sequence[Sequence[int]]) -> list[str]:
-        return self._tokenizer.decode_batch([[int(i) for i in ids] for ids in batch], skip_special_tokens=True)
+        return self._tokenizer.decode_batch(
+            [[int(i) for i in ids] for ids in batch], skip_special_tokens=True
+        )
 
     # ------------------------------------------------------------------ serialization
     def to_json(self) -> str:

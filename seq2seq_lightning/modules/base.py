@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
+from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric
 
 from seq2seq_lightning.data.tokenizer import Tokenizer
@@ -60,7 +61,7 @@ class Seq2SeqModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.num_examples = num_examples
-        self.nll = torch.nn.ModuleDict({s: MeanMetric() for s in ("train", "val", "test")})
+        self.nll = torch.nn.ModuleDict({f"{s}_nll": MeanMetric() for s in ("train", "val", "test")})
         self.examples: dict[str, list[dict[str, Any]]] = {"val": [], "test": []}
 
     # -- hooks for subclasses --------------------------------------------------------------------
@@ -134,7 +135,7 @@ class Seq2SeqModule(L.LightningModule):
             nll = F.cross_entropy(flat, gold.reshape(-1), ignore_index=pad)
             acc = ((logits.argmax(-1) == gold) & real).sum() / max(ntokens, 1)
         bs = gold.size(0)
-        self.nll[stage].update(nll.detach(), weight=ntokens)
+        self.nll[f"{stage}_nll"].update(nll.detach(), weight=ntokens)
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss.detach(), batch_size=bs, on_step=on_step, on_epoch=True, prog_bar=True,
                  sync_dist=not on_step)
@@ -162,23 +163,38 @@ class Seq2SeqModule(L.LightningModule):
         self._eval_step(batch, "test")
 
     def _epoch_end(self, stage: str) -> None:
-        nll = self.nll[stage].compute()
+        nll = self.nll[f"{stage}_nll"].compute()
         self.log(f"{stage}/ppl", torch.exp(nll.clamp(max=50.0)), sync_dist=False)
-        self.nll[stage].reset()
         if stage != "train":
             self.log_metrics(stage)
+
+    def metrics_for(self, stage: str) -> list[Metric]:
+        """The metrics a stage accumulates over an epoch."""
+        return [self.nll[f"{stage}_nll"]]
+
+    def reset_metrics(self, stage: str) -> None:
+        """Fresh metric states for an epoch, created outside inference mode so that a later
+        no-grad (fit) or inference-mode (validate/test) epoch may update them in place."""
+        with torch.inference_mode(False):
+            for metric in self.metrics_for(stage):
+                metric.reset()
+        if stage in self.examples:
+            self.examples[stage] = []
+
+    def on_train_epoch_start(self) -> None:
+        self.reset_metrics("train")
 
     def on_train_epoch_end(self) -> None:
         self._epoch_end("train")
 
     def on_validation_epoch_start(self) -> None:
-        self.examples["val"] = []
+        self.reset_metrics("val")
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_end("val")
 
     def on_test_epoch_start(self) -> None:
-        self.examples["test"] = []
+        self.reset_metrics("test")
 
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
+from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric
 from torchmetrics.text import SacreBLEUScore
 
@@ -86,12 +87,14 @@ class TranslationModule(Seq2SeqModule):
         matches = torch.tensor([float(h == r) for h, r in zip(hyps, refs)], device=self.device)
         self.exact[stage].update(matches)
 
+    def metrics_for(self, stage: str) -> list[Metric]:
+        extra = [self.bleu[stage], self.exact[stage]] if stage in self.bleu else []
+        return super().metrics_for(stage) + extra
+
     def log_metrics(self, stage: str) -> None:
         self.log(f"{stage}/bleu", self.bleu[stage].compute() * 100.0)
-        self.bleu[stage].reset()
         if stage == "test":
             self.log("test/exact_match", self.exact[stage].compute())
-        self.exact[stage].reset()
 
     # -- Python API ----------------------------------------------------------------------------
     def translate(self, sentences: list[str], strategy: SearchStrategy | str | None = None,

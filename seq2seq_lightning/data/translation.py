@@ -1,0 +1,389 @@
+"""Parallel text as padded batches: the translation LightningDataModule.
+
+A split is given by a path of one of two forms:
+
+- a TSV file ``source<TAB>target`` per line, named ``*.tsv`` or ``*.tsv.gz``;
+- a pattern containing ``{lang}``, formatted with ``source_lang`` and ``target_lang`` to name two
+  line-aligned files, e.g. ``data/train.{lang}.gz`` -> ``data/train.de.gz`` and ``data/train.en.gz``.
+
+The predict input is plain lines (or, for a ``{lang}`` pattern, the source-language file): every line
+gets one row, empty lines included, so a writer can emit exactly one result per input line.
+"""
+
+from __future__ import annotations
+
+import logging
+from array import array
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from seq2seq_lightning.data.batching import BucketBatchSampler, collate_translation
+from seq2seq_lightning.data.text import filter_pairs, read_lines, read_parallel, read_tsv
+from seq2seq_lightning.data.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test", "predict")
+_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
+_ENCODE_CHUNK = 10_000
+
+
+class RaggedIds:
+    """Many token-id sequences in one flat int32 tensor plus offsets (compact, cheap to share)."""
+
+    def __init__(self, flat: torch.Tensor, offsets: torch.Tensor) -> None:
+        self.flat = flat  # (total,) int32
+        self.offsets = offsets  # (n + 1,) long
+
+    @classmethod
+    def encode(
+        cls,
+        tokenizer: Tokenizer,
+        texts: Sequence[str],
+        prefix: Sequence[int],
+        suffix: Sequence[int],
+        max_len: int | None,
+    ) -> tuple[RaggedIds, list[int]]:
+        """Encode ``texts`` as ``prefix + ids[:max_len] + suffix``; also return the untruncated lengths."""
+        flat, offsets, raw_lengths = array("i"), array("q", [0]), []
+        for start in range(0, len(texts), _ENCODE_CHUNK):
+            for ids in tokenizer.encode_batch(texts[start : start + _ENCODE_CHUNK]):
+                raw_lengths.append(len(ids))
+                flat.extend(prefix)
+                flat.extend(ids if max_len is None else ids[:max_len])
+                flat.extend(suffix)
+                offsets.append(len(flat))
+        flat_tensor = (
+            torch.tensor(flat, dtype=torch.int32) if len(flat) else torch.zeros(0, dtype=torch.int32)
+        )
+        return cls(flat_tensor, torch.tensor(offsets, dtype=torch.long)), raw_lengths
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.flat[self.offsets[i] : self.offsets[i + 1]].long()
+
+    def lengths(self) -> torch.Tensor:
+        return self.offsets[1:] - self.offsets[:-1]  # (n,)
+
+
+class TranslationDataset(Dataset):
+    """Rows ``rows`` of a tokenized split; item ``i`` is the dict :func:`collate_translation` takes."""
+
+    def __init__(
+        self,
+        source: RaggedIds,
+        target: RaggedIds | None,
+        source_texts: Sequence[str],
+        target_texts: Sequence[str] | None,
+        rows: Sequence[int] | None = None,
+    ) -> None:
+        self.source, self.target = source, target
+        self.source_texts, self.target_texts = source_texts, target_texts
+        self.rows = list(range(len(source))) if rows is None else list(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = self.rows[i]
+        return {
+            "index": row,
+            "source": self.source[row],
+            "target": None if self.target is None else self.target[row],
+            "source_text": self.source_texts[row],
+            "target_text": "" if self.target_texts is None else self.target_texts[row],
+        }
+
+    @property
+    def lengths(self) -> list[int]:
+        """Per item, the longer of its source and target id sequences (the bucketing key)."""
+        rows = torch.as_tensor(self.rows, dtype=torch.long)
+        lengths = self.source.lengths()[rows]
+        if self.target is not None:
+            lengths = torch.maximum(lengths, self.target.lengths()[rows])
+        return lengths.tolist()
+
+
+class TranslationDataModule(L.LightningDataModule):
+    """Parallel text from TSV or line-aligned files, tokenized and batched by length.
+
+    Batches are dicts: ``source`` (B, S) and ``target`` (B, T) long tensors padded with ``<pad>``
+    (source = tokens + EOS, target = BOS + tokens + EOS, target None when predicting), their
+    ``source_lengths``/``target_lengths`` (B,), ``index`` (B,) (row in the split or input file),
+    and the raw ``source_text``/``target_text`` strings.
+
+    Args:
+        train_path: training pairs: a ``.tsv``/``.tsv.gz`` file or a ``{lang}`` pattern naming two
+            line-aligned files. Also what new tokenizers are trained on.
+        val_path: validation pairs, same forms as train_path. Without it, fitting skips validation.
+        test_path: test pairs, same forms as train_path.
+        predict_path: input to translate: one source per line (BOM, CRLF, invalid UTF-8 tolerated; empty
+            lines kept), or a ``{lang}`` pattern whose source-language file is read.
+        source_lang: what ``{lang}`` becomes for the source side.
+        target_lang: what ``{lang}`` becomes for the target side.
+        tokenizer: kind of tokenizer to train: "char", "word" or "bpe".
+        vocab_size: largest vocabulary of a trained tokenizer, special tokens included.
+        shared_vocab: train one tokenizer on both sides and use it for source and target.
+        lowercase: lowercase text inside the trained tokenizers.
+        batch_size: examples per training batch.
+        eval_batch_size: examples per validation/test/predict batch; None means batch_size.
+        max_source_len: most source tokens (EOS not counted). Longer training pairs are skipped and
+            counted; longer validation/test/predict sources are truncated, with a counted warning.
+        max_target_len: most target tokens (BOS/EOS not counted), with the same rules as max_source_len.
+        num_workers: DataLoader worker processes.
+        seed: seed of the training batch order (combined with the epoch).
+        tokenizers: serialized tokenizers ({"source": json, "target": json}) to use instead of
+            training new ones; filled from a checkpoint when resuming or predicting.
+    """
+
+    def __init__(
+        self,
+        train_path: str | None = None,
+        val_path: str | None = None,
+        test_path: str | None = None,
+        predict_path: str | None = None,
+        source_lang: str = "src",
+        target_lang: str = "tgt",
+        tokenizer: str = "bpe",
+        vocab_size: int = 8000,
+        shared_vocab: bool = False,
+        lowercase: bool = False,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        max_source_len: int = 200,
+        max_target_len: int = 200,
+        num_workers: int = 0,
+        seed: int = 0,
+        tokenizers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        if tokenizer not in ("char", "word", "bpe"):
+            raise ValueError(f"unknown tokenizer kind {tokenizer!r}; valid kinds: char, word, bpe")
+        if tokenizers is not None and set(tokenizers) != {"source", "target"}:
+            raise ValueError(f"tokenizers must have the keys 'source' and 'target', got {sorted(tokenizers)}")
+        self.paths = {"train": train_path, "val": val_path, "test": test_path, "predict": predict_path}
+        self.source_lang, self.target_lang = source_lang, target_lang
+        self.tokenizer_kind, self.vocab_size = tokenizer, vocab_size
+        self.shared_vocab, self.lowercase = shared_vocab, lowercase
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size if eval_batch_size is not None else batch_size
+        self.max_source_len, self.max_target_len = max_source_len, max_target_len
+        self.num_workers, self.seed = num_workers, seed
+        self._tokenizer_json: dict[str, str] | None = dict(tokenizers) if tokenizers is not None else None
+        self._tokenizer_objects: dict[str, Tokenizer] | None = None
+        self._pairs: dict[str, list[tuple[str, str]]] = {}
+        self.datasets: dict[str, TranslationDataset] = {}
+        self.skipped: dict[str, dict[str, int]] = {}  # split -> reason -> count (training pairs)
+        self.truncated: dict[str, int] = {}  # split -> rows whose ids were truncated
+
+    # ------------------------------------------------------------------ reading
+    def load_pairs(self, split: str) -> list[tuple[str, str]]:
+        """Raw (source, target) pairs of ``split`` ("train", "val" or "test"), read once and cached."""
+        if split not in self._pairs:
+            self._pairs[split] = self._read_pairs(split)
+        return self._pairs[split]
+
+    def _read_pairs(self, split: str) -> list[tuple[str, str]]:
+        path = self.paths[split]
+        if path is None:
+            raise ValueError(f"no {split}_path was given")
+        if "{lang}" in path:
+            return read_parallel(
+                path.replace("{lang}", self.source_lang), path.replace("{lang}", self.target_lang)
+            )
+        if path.endswith((".tsv", ".tsv.gz")):
+            return read_tsv(path)
+        raise ValueError(
+            f"{split}_path {path!r} is neither a .tsv/.tsv.gz file nor a pattern containing '{{lang}}'"
+        )
+
+    def load_predict_lines(self) -> list[str]:
+        """The predict inputs, one per line."""
+        path = self.paths["predict"]
+        if path is None:
+            raise ValueError("no predict_path was given")
+        return read_lines(path.replace("{lang}", self.source_lang))
+
+    # ------------------------------------------------------------------ tokenizers
+    @property
+    def tokenizers(self) -> dict[str, str]:
+        """``{"source": json, "target": json}``; trained on the training split on first access if not given."""
+        if self._tokenizer_json is None:
+            self._tokenizer_json = self._train_tokenizers()
+        return dict(self._tokenizer_json)
+
+    def _train_tokenizers(self) -> dict[str, str]:
+        if self.paths["train"] is None and not self._has_builtin("train"):
+            raise ValueError("no tokenizers were given and there is no train_path to train them on")
+        pairs = self.load_pairs("train")
+        options = {"kind": self.tokenizer_kind, "vocab_size": self.vocab_size, "lowercase": self.lowercase}
+        sources = [source for source, _ in pairs]
+        targets = [target for _, target in pairs]
+        if self.shared_vocab:
+            shared = Tokenizer.train(sources + targets, **options).to_json()
+            result = {"source": shared, "target": shared}
+        else:
+            result = {
+                "source": Tokenizer.train(sources, **options).to_json(),
+                "target": Tokenizer.train(targets, **options).to_json(),
+            }
+        log.info("trained %s tokenizers on %d training pairs", self.tokenizer_kind, len(pairs))
+        return result
+
+    def _tokenizer(self, side: str) -> Tokenizer:
+        if self._tokenizer_objects is None:
+            source = Tokenizer.from_json(self.tokenizers["source"])
+            same = self.tokenizers["target"] == self.tokenizers["source"]
+            target = source if same else Tokenizer.from_json(self.tokenizers["target"])
+            self._tokenizer_objects = {"source": source, "target": target}
+        return self._tokenizer_objects[side]
+
+    @property
+    def source_tokenizer(self) -> Tokenizer:
+        return self._tokenizer("source")
+
+    @property
+    def target_tokenizer(self) -> Tokenizer:
+        return self._tokenizer("target")
+
+    @property
+    def pad_id(self) -> int:
+        return self.target_tokenizer.pad_id
+
+    # ------------------------------------------------------------------ datasets
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets the stage needs ("fit": train+val, "validate", "test", "predict")."""
+        if stage is None:
+            splits = [split for split in SPLITS if self.paths[split] is not None or self._has_builtin(split)]
+        elif stage in _STAGE_SPLITS:
+            splits = list(_STAGE_SPLITS[stage])
+        else:
+            raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(_STAGE_SPLITS)}")
+        for split in splits:
+            if split in self.datasets:
+                continue
+            if split == "val" and self.paths["val"] is None and not self._has_builtin("val"):
+                continue  # fitting without validation
+            self.datasets[split] = self._build_predict() if split == "predict" else self._build_pairs(split)
+
+    def _has_builtin(self, split: str) -> bool:
+        """Whether ``split`` exists without a path (subclasses that generate data say so)."""
+        return False
+
+    def _build_pairs(self, split: str) -> TranslationDataset:
+        pairs = self.load_pairs(split)
+        sources = [source for source, _ in pairs]
+        targets = [target for _, target in pairs]
+        src_tok, tgt_tok = self.source_tokenizer, self.target_tokenizer
+        training = split == "train"
+        # Training pairs over the limits are skipped, so their ids need no truncation.
+        source_ids, source_lengths = RaggedIds.encode(
+            src_tok, sources, [], [src_tok.eos_id], None if training else self.max_source_len
+        )
+        target_ids, target_lengths = RaggedIds.encode(
+            tgt_tok, targets, [tgt_tok.bos_id], [tgt_tok.eos_id], None if training else self.max_target_len
+        )
+        rows: list[int] | None = None
+        if training:
+            result = filter_pairs(
+                pairs,
+                self.max_source_len,
+                self.max_target_len,
+                lengths=list(zip(source_lengths, target_lengths)),
+                name="training",
+            )
+            rows, self.skipped[split] = result.indices, result.skipped
+            if not rows:
+                raise ValueError(f"no training pairs left after filtering: {result.skipped}")
+        else:
+            truncated = sum(
+                s > self.max_source_len or t > self.max_target_len
+                for s, t in zip(source_lengths, target_lengths)
+            )
+            self._note_truncation(split, truncated, len(pairs))
+        return TranslationDataset(source_ids, target_ids, sources, targets, rows)
+
+    def _build_predict(self) -> TranslationDataset:
+        lines = self.load_predict_lines()
+        tok = self.source_tokenizer
+        source_ids, lengths = RaggedIds.encode(tok, lines, [], [tok.eos_id], self.max_source_len)
+        self._note_truncation("predict", sum(n > self.max_source_len for n in lengths), len(lines))
+        return TranslationDataset(source_ids, None, lines, None)
+
+    def _note_truncation(self, split: str, count: int, total: int) -> None:
+        self.truncated[split] = count
+        if count:
+            log.warning(
+                "truncated %d of %d %s inputs to max_source_len=%d / max_target_len=%d tokens",
+                count,
+                total,
+                split,
+                self.max_source_len,
+                self.max_target_len,
+            )
+
+    def dataset(self, split: str) -> TranslationDataset:
+        """The dataset of ``split``, set up on demand."""
+        if split not in self.datasets:
+            stage = {"train": "fit", "val": "validate", "test": "test", "predict": "predict"}[split]
+            self.setup(stage)
+        if split not in self.datasets:
+            raise ValueError(f"there is no {split} data")
+        return self.datasets[split]
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
+        return DataLoader(
+            dataset,
+            collate_fn=partial(collate_translation, pad_id=self.pad_id),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.dataset("train")
+        sampler = BucketBatchSampler(dataset.lengths, self.batch_size, shuffle=True, seed=self.seed)
+        if self.trainer is not None:
+            sampler.set_epoch(self.trainer.current_epoch)
+        return self._loader(dataset, batch_sampler=sampler)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        dataset = self.dataset(split)
+        sampler = BucketBatchSampler(dataset.lengths, self.eval_batch_size, shuffle=False, seed=self.seed)
+        return self._loader(dataset, batch_sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if "val" not in self.datasets and self.paths["val"] is None and not self._has_builtin("val"):
+            return []
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        # Input order, so results can be written as they come; every batch carries "index".
+        return self._loader(self.dataset("predict"), batch_size=self.eval_batch_size, shuffle=False)
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> dict[str, Any]:
+        return {"tokenizers": dict(self._tokenizer_json)} if self._tokenizer_json is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("tokenizers")
+        if saved is None:
+            return
+        if self._tokenizer_json is None:
+            self._tokenizer_json = dict(saved)
+        elif dict(saved) != self._tokenizer_json:
+            raise ValueError(
+                "the checkpoint's tokenizers differ from the ones this data module uses; "
+                "pass the checkpoint's tokenizers (data.tokenizers) instead of training new ones"
+            )
