@@ -129,10 +129,11 @@ def make_splits(
     excluded = set(chosen)
     train_pool = [day for day in range(NUM_DAYS) if day not in excluded]
     train_days = [train_pool[rng.randrange(len(train_pool))] for _ in range(num_train)]
+    # each split draws its styles from its own stream: val/test do not depend on num_train
     return (
-        _examples(train_days, styles, rng),
-        _examples(val_days, styles, rng),
-        _examples(test_days, styles, rng),
+        _examples(train_days, styles, random.Random(f"{seed}/train")),
+        _examples(val_days, styles, random.Random(f"{seed}/val")),
+        _examples(test_days, styles, random.Random(f"{seed}/test")),
     )
 
 

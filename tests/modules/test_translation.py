@@ -91,3 +91,17 @@ def test_checkpoint_loads_weights_only_and_translates_the_same(data: DatesDataMo
 def test_needs_tokenizers() -> None:
     with pytest.raises(ValueError, match="tokenizers"):
         TranslationModule(encoder=SMALL)
+
+
+def test_optimizer_and_scheduler_are_configurable(data: DatesDataModule) -> None:
+    from functools import partial
+
+    model = make_module(data, optimizer=partial(torch.optim.SGD, lr=0.5),
+                        lr_scheduler=partial(torch.optim.lr_scheduler.ReduceLROnPlateau, patience=1))
+    config = model.configure_optimizers()
+    assert isinstance(config["optimizer"], torch.optim.SGD) and config["optimizer"].defaults["lr"] == 0.5
+    assert config["lr_scheduler"]["monitor"] == "val/loss"
+    step = make_module(data, lr_scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=2))
+    config = step.configure_optimizers()
+    assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
+    assert isinstance(make_module(data).configure_optimizers(), torch.optim.Adam)

@@ -1,0 +1,114 @@
+"""The `seq2seq` command line, driven in subprocesses like a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "translation" / "dates.yaml"
+TINY = [
+    "--data.init_args.num_train=300", "--data.init_args.num_val=40", "--data.init_args.num_test=40",
+    "--model.init_args.encoder.init_args.hidden_size=16", "--model.init_args.decoder.init_args.hidden_size=16",
+    "--trainer.max_epochs=1", "--trainer.enable_model_summary=false",
+]
+
+
+def seq2seq(*args: str, check: bool = True, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-m", "seq2seq_lightning.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"seq2seq {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny fit shared by the tests below; returns its run folder."""
+    run = tmp_path_factory.mktemp("run")
+    proc = seq2seq("fit", "-c", str(CONFIG), *TINY, f"--trainer.default_root_dir={run}")
+    assert "Example outputs (val)" in proc.stdout  # examples printed at the end of fit
+    return run
+
+
+def last_ckpt(run: Path) -> Path:
+    found = sorted(run.rglob("last.ckpt"))
+    assert found, f"no last.ckpt under {run}"
+    return found[-1]
+
+
+def test_fit_writes_checkpoint_and_config_under_root_dir(trained: Path) -> None:
+    ckpt = last_ckpt(trained)
+    configs = list(trained.rglob("config.yaml"))
+    assert configs and "TranslationModule" in configs[0].read_text()
+    raw = torch.load(ckpt, weights_only=True)
+    assert raw["hyper_parameters"]["encoder"]["class_path"] == "seq2seq_lightning.encoders.rnn.RNNEncoder"
+
+
+def test_predict_txt_and_jsonl_in_input_order(trained: Path, tmp_path: Path) -> None:
+    lines = ["25th of June, 2009", "", "3 mars 1998", "   ", "Jun 1, 1950", "x" * 500]
+    src = tmp_path / "in.txt"
+    src.write_bytes(("\ufeff" + "\r\n".join(lines) + "\n").encode("utf-8"))
+    ckpt = str(last_ckpt(trained))
+    for suffix in ("txt", "jsonl"):
+        out = tmp_path / f"out.{suffix}"
+        seq2seq("predict", "-c", str(CONFIG), "--ckpt_path", ckpt, f"--data.init_args.predict_path={src}",
+                "--output", str(out), "--model.strategy=beam", "--model.strategy.n_best=2",
+                f"--trainer.default_root_dir={tmp_path}")
+        rows = out.read_text(encoding="utf-8").split("\n")
+        assert rows[-1] == "" and len(rows) - 1 == len(lines)
+        if suffix == "jsonl":
+            records = [json.loads(r) for r in rows[:-1]]
+            assert [r["input"] for r in records[:5]] == lines[:5]
+            assert records[1]["output"] == "" and records[3]["output"] == ""
+            assert len(records[0]["nbest"]) == 2 and records[0]["score"] == records[0]["nbest"][0]["score"]
+            assert records[0]["nbest"][0]["score"] >= records[0]["nbest"][1]["score"]
+            txt = (tmp_path / "out.txt").read_text(encoding="utf-8").split("\n")[:-1]
+            assert [r["output"] for r in records] == txt
+        else:
+            assert rows[1] == "" and rows[3] == ""
+        assert not list(tmp_path.glob(".out.*.partial"))
+
+
+def test_test_subcommand_reports_metrics(trained: Path, tmp_path: Path) -> None:
+    proc = seq2seq("test", "-c", str(CONFIG), *TINY, "--ckpt_path", str(last_ckpt(trained)),
+                   f"--trainer.default_root_dir={tmp_path}")
+    for metric in ("test/bleu", "test/exact_match", "test/loss", "test/ppl"):
+        assert metric in proc.stdout, metric
+    assert "Example outputs (test)" in proc.stdout
+
+
+def test_registry_names_and_class_paths_both_work(tmp_path: Path) -> None:
+    by_name = seq2seq("fit", "-c", str(CONFIG), "--model.encoder=rnn", "--model.encoder.cell=lstm",
+                      "--model.strategy=beam", "--model.strategy.beam_size=3", "--print_config")
+    assert "class_path: seq2seq_lightning.encoders.rnn.RNNEncoder" in by_name.stdout
+    assert "cell: lstm" in by_name.stdout and "beam_size: 3" in by_name.stdout
+    by_path = seq2seq("fit", "-c", str(CONFIG), "--model.strategy=seq2seq_lightning.search.beam.BeamSearch",
+                      "--print_config")
+    assert "class_path: seq2seq_lightning.search.beam.BeamSearch" in by_path.stdout
+
+
+def test_unknown_strategy_is_a_short_error() -> None:
+    proc = seq2seq("fit", "-c", str(CONFIG), "--model.strategy=bem", "--print_config", check=False)
+    assert proc.returncode != 0
+    assert "bem" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_help_documents_options() -> None:
+    out = seq2seq("fit", "--model.help", "seq2seq_lightning.TranslationModule").stdout
+    assert "label smoothing" in out and "max_len_a" in out
+    out = seq2seq("fit", "--model.strategy.help", "beam").stdout
+    assert "beam_size" in out and "length_penalty" in out
+
+
+def test_plugins_command_lists_builtins() -> None:
+    out = seq2seq("plugins").stdout
+    for name in ("rnn", "greedy", "beam", "sampling", "seq2seq-lightning"):
+        assert name in out
