@@ -12,6 +12,7 @@ from jsonargparse import _typehints
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from seq2seq_lightning.callbacks.tracking import LoggedSaveConfig, prepare_wandb
 from seq2seq_lightning.callbacks.writer import PredictionWriter
 from seq2seq_lightning.modules.base import Seq2SeqModule
 from seq2seq_lightning.registry import RegistryError, resolve_name
@@ -35,6 +36,7 @@ class Seq2SeqCLI(LightningCLI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("save_config_callback", LoggedSaveConfig)
         super().__init__(Seq2SeqModule, LightningDataModule, *args, subclass_mode_model=True,
                          subclass_mode_data=True, **kwargs)
 
@@ -73,6 +75,21 @@ class Seq2SeqCLI(LightningCLI):
             update["data"] = {"class_path": data["class_path"], "init_args": {"tokenizers": tokenizers}}
         if update:
             self.config = self.parser.parse_object({subcommand: update}, self.config)
+
+    def before_instantiate_classes(self) -> None:
+        """W&B loggers write inside the run folder (``--trainer.default_root_dir``), offline
+        when there are no credentials."""
+        subcommand = self.config.get("subcommand")
+        trainer = self.config[subcommand].trainer if subcommand else self.config.trainer
+        root = trainer.get("default_root_dir") or os.getcwd()
+        logger = trainer.get("logger")
+        for spec in logger if isinstance(logger, list) else [logger]:
+            class_path = spec.get("class_path", "") if hasattr(spec, "get") else ""
+            if class_path.endswith("WandbLogger"):
+                save_dir = prepare_wandb(root)
+                init_args = spec.get("init_args")
+                if init_args is not None and init_args.get("save_dir") in (None, "", "."):  # "." is the default
+                    init_args["save_dir"] = str(save_dir)
 
     def before_predict(self) -> None:
         output = self.config.predict.get("output")

@@ -149,12 +149,30 @@ class Seq2SeqModule(L.LightningModule):
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
         self._loss(batch, stage)
-        hyps = self.detokenize(self.search(batch))
+        found = self.search(batch)
+        hyps = self.detokenize(found)
         self.update_metrics(stage, hyps, batch)
         room = self.num_examples - len(self.examples[stage])
         for i in range(min(room, len(hyps))):
-            self.examples[stage].append({"source": self.source_repr(batch, i),
-                                         "reference": self.reference_repr(batch, i), "hypothesis": hyps[i]})
+            example = {"source": self.source_repr(batch, i), "reference": self.reference_repr(batch, i),
+                       "hypothesis": hyps[i], "attention": None, "output_labels": []}
+            if found[i]:
+                best = found[i][0]
+                labels = [self.target_tokenizer.id_to_token(t) or "?" for t in best.tokens]
+                if best.attention is not None:
+                    example["attention"] = best.attention.detach().float().cpu()  # (steps, S)
+                    labels += ["</s>"] * (best.attention.size(0) - len(labels))
+                example["output_labels"] = labels
+            example.update(self.example_extras(batch, i))
+            self.examples[stage].append(example)
+
+    def example_extras(self, batch: dict[str, Any], i: int) -> dict[str, Any]:
+        """Task-specific fields of a kept example (source token labels, the image, ...)."""
+        return {}
+
+    def attention_picture(self, example: dict[str, Any]) -> Any:
+        """A PIL image of the example's attention, or None (see callbacks.heatmaps.AttentionPlots)."""
+        return None
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "val")
