@@ -63,7 +63,10 @@ class AttentionPlots(Callback):
         self.written: list[Path] = []
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
+            return
+        log_dir = trainer.log_dir  # a collective under DDP: every rank asks
+        if not trainer.is_global_zero:
             return
         draw = getattr(pl_module, "attention_picture", None)
         examples = getattr(pl_module, "examples", {}).get("val") or []
@@ -78,7 +81,7 @@ class AttentionPlots(Callback):
                 captions.append(ex["hypothesis"])
         if not pictures:
             return
-        folder = Path(trainer.log_dir or trainer.default_root_dir) / "attention" / f"epoch={trainer.current_epoch}"
+        folder = Path(log_dir or trainer.default_root_dir) / "attention" / f"epoch={trainer.current_epoch}"
         folder.mkdir(parents=True, exist_ok=True)
         for i, picture in enumerate(pictures):
             path = folder / f"{i}.png"

@@ -44,14 +44,27 @@ class PredictionWriter(BasePredictionWriter):
         self._next = 0
         self._seq = 0
         self.written = 0
+        self._world, self._rank = 1, 0
 
     def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self._tmp, "w", encoding="utf-8", newline="\n")
+        self._world = getattr(trainer, "world_size", 1)
+        self._rank = getattr(trainer, "global_rank", 0)
+        # under DDP every process writes its own shard of raw rows; rank 0 merges them at the end
+        path = self._tmp if self._world == 1 else self._shard(self._rank)
+        self._file = open(path, "w", encoding="utf-8", newline="\n")
         self._heap, self._next, self.written = [], 0, 0
+
+    def _shard(self, rank: int) -> Path:
+        return self.output.with_name(f".{self.output.name}.rank{rank}.partial")
 
     def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: Any, batch_indices: Any, batch: Any,
                            batch_idx: int, dataloader_idx: int) -> None:
+        assert self._file is not None
+        if self._world > 1:
+            for row in prediction:
+                self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+            return
         for row in prediction:
             self._seq += 1
             heapq.heappush(self._heap, (int(row["index"]), self._seq, row))
@@ -70,13 +83,48 @@ class PredictionWriter(BasePredictionWriter):
     def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
         if self._file is None:
             return
-        self._flush(final=True)
+        if self._world == 1:
+            self._flush(final=True)
+            self._file.close()
+            self._file = None
+            os.replace(self._tmp, self.output)
+            return
         self._file.close()
         self._file = None
+        trainer.strategy.barrier("prediction-shards-written")
+        if self._rank == 0:
+            self._merge_shards()
+        trainer.strategy.barrier("prediction-merged")
+
+    def _merge_shards(self) -> None:
+        """k-way merge of the per-process shards by input index, dropping the rows a padded
+        distributed sampler repeated."""
+        shards = [self._shard(r) for r in range(self._world)]
+        files = [open(p, encoding="utf-8") for p in shards]
+        try:
+            streams = [((int(r["index"]), k, r) for r in map(json.loads, f)) for k, f in enumerate(files)]
+            with open(self._tmp, "w", encoding="utf-8", newline="\n") as out:
+                self._file = out
+                self._next = 0
+                for item in heapq.merge(*streams, key=lambda x: (x[0], x[1])):
+                    index, _, row = item
+                    if index < self._next:
+                        continue
+                    out.write(format_row(row, self.jsonl) + "\n")
+                    self.written += 1
+                    self._next = index + 1
+            self._file = None
+        finally:
+            for f in files:
+                f.close()
         os.replace(self._tmp, self.output)
+        for p in shards:
+            p.unlink(missing_ok=True)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
-            self._tmp.unlink(missing_ok=True)
+        self._tmp.unlink(missing_ok=True)
+        if getattr(self, "_world", 1) > 1:
+            self._shard(self._rank).unlink(missing_ok=True)

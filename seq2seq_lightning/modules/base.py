@@ -8,6 +8,7 @@ lives here.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Callable
 
 import lightning as L
@@ -25,6 +26,10 @@ from seq2seq_lightning.modules.specs import build
 from seq2seq_lightning.registry import STRATEGIES
 from seq2seq_lightning.search.base import Hypothesis, SearchStrategy
 from seq2seq_lightning.search.greedy import GreedySearch
+
+
+# Epoch values are logged after torchmetrics has already synchronised them across processes.
+warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 
 def _adam(params: Any) -> torch.optim.Optimizer:
@@ -61,7 +66,10 @@ class Seq2SeqModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.num_examples = num_examples
-        self.nll = torch.nn.ModuleDict({f"{s}_nll": MeanMetric() for s in ("train", "val", "test")})
+        # token-weighted epoch means, synchronised across processes by torchmetrics in every rank's
+        # epoch-end hook and logged as plain values (no collective hides in rank-0-only code)
+        self.token_means = torch.nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("train", "val", "test")
+                                                for m in ("loss", "nll", "acc")})
         self.examples: dict[str, list[dict[str, Any]]] = {"val": [], "test": []}
 
     # -- hooks for subclasses --------------------------------------------------------------------
@@ -135,13 +143,11 @@ class Seq2SeqModule(L.LightningModule):
             nll = F.cross_entropy(flat, gold.reshape(-1), ignore_index=pad)
             acc = ((logits.argmax(-1) == gold) & real).sum() / max(ntokens, 1)
         bs = gold.size(0)
-        self.nll[f"{stage}_nll"].update(nll.detach(), weight=ntokens)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss.detach(), batch_size=bs, on_step=on_step, on_epoch=True, prog_bar=True,
-                 sync_dist=not on_step)
-        self.log(f"{stage}/token_accuracy", acc, batch_size=bs, on_step=False, on_epoch=True, sync_dist=True)
-        if on_step:
-            self.log("train/ppl", math.exp(min(float(nll), 50.0)), batch_size=bs, on_step=True, on_epoch=False)
+        for name, value in (("loss", loss.detach()), ("nll", nll), ("acc", acc)):
+            self.token_means[f"{stage}_{name}"].update(value, weight=ntokens)
+        if stage == "train":
+            self.log("train/loss_step", loss.detach(), batch_size=bs, on_step=True, on_epoch=False, prog_bar=True)
+            self.log("train/ppl_step", math.exp(min(float(nll), 50.0)), batch_size=bs, on_step=True, on_epoch=False)
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -181,14 +187,16 @@ class Seq2SeqModule(L.LightningModule):
         self._eval_step(batch, "test")
 
     def _epoch_end(self, stage: str) -> None:
-        nll = self.nll[f"{stage}_nll"].compute()
-        self.log(f"{stage}/ppl", torch.exp(nll.clamp(max=50.0)), sync_dist=False)
+        means = {m: self.token_means[f"{stage}_{m}"].compute() for m in ("loss", "nll", "acc")}
+        self.log(f"{stage}/loss", means["loss"], prog_bar=stage != "train")
+        self.log(f"{stage}/ppl", torch.exp(means["nll"].clamp(max=50.0)))
+        self.log(f"{stage}/token_accuracy", means["acc"])
         if stage != "train":
             self.log_metrics(stage)
 
     def metrics_for(self, stage: str) -> list[Metric]:
         """The metrics a stage accumulates over an epoch."""
-        return [self.nll[f"{stage}_nll"]]
+        return [self.token_means[f"{stage}_{m}"] for m in ("loss", "nll", "acc")]
 
     def reset_metrics(self, stage: str) -> None:
         """Fresh metric states for an epoch, created outside inference mode so that a later

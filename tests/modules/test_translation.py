@@ -51,7 +51,7 @@ def test_training_reduces_loss_and_logs_metrics(data: DatesDataModule, tmp_path:
     after = trainer.callback_metrics["val/loss"].item()
     assert after < before
     metrics = trainer.callback_metrics
-    for key in ("train/loss_epoch", "val/loss", "val/ppl", "val/bleu", "val/token_accuracy"):
+    for key in ("train/loss", "val/loss", "val/ppl", "val/bleu", "val/token_accuracy"):
         assert key in metrics, key
     assert 0.0 <= metrics["val/bleu"].item() <= 100.0
     test = trainer.test(model, datamodule=data, verbose=False)[0]
