@@ -112,3 +112,20 @@ def test_plugins_command_lists_builtins() -> None:
     out = seq2seq("plugins").stdout
     for name in ("rnn", "greedy", "beam", "sampling", "seq2seq-lightning"):
         assert name in out
+
+
+def test_print_config_gives_a_config_that_runs(tmp_path: Path) -> None:
+    printed = seq2seq("fit", "-c", str(CONFIG), *TINY, "--trainer.logger=false", "--print_config").stdout
+    saved = tmp_path / "printed.yaml"
+    saved.write_text(printed)
+    seq2seq("fit", "-c", str(saved), "--trainer.max_steps=2", "--trainer.limit_val_batches=1",
+            f"--trainer.default_root_dir={tmp_path / 'run'}")
+    assert list((tmp_path / "run").rglob("last.ckpt"))
+
+
+def test_bf16_mixed_trains_on_cpu(tmp_path: Path) -> None:
+    proc = seq2seq("fit", "-c", str(CONFIG), *TINY, "--trainer.precision=bf16-mixed", "--trainer.logger=false",
+                   "--trainer.max_steps=4", f"--trainer.default_root_dir={tmp_path}")
+    ckpt = torch.load(last_ckpt(tmp_path), weights_only=True)
+    assert all(v.dtype == torch.float32 for k, v in ckpt["state_dict"].items() if v.is_floating_point())
+    assert ckpt["global_step"] == 4 and proc.returncode == 0

@@ -105,3 +105,30 @@ def test_optimizer_and_scheduler_are_configurable(data: DatesDataModule) -> None
     config = step.configure_optimizers()
     assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
     assert isinstance(make_module(data).configure_optimizers(), torch.optim.Adam)
+
+
+def test_bf16_mixed_computes_loss_in_float32(data: DatesDataModule, tmp_path: Path) -> None:
+    model = make_module(data)
+    seen: dict[str, torch.dtype] = {}
+    forward = model.forward
+
+    def spy(batch):
+        logits, attn = forward(batch)
+        seen["logits"] = logits.dtype
+        return logits, attn
+
+    model.forward = spy
+    loss_fn = model._loss
+
+    def loss_spy(batch, stage):
+        loss = loss_fn(batch, stage)
+        seen["loss"] = loss.dtype
+        return loss
+
+    model._loss = loss_spy
+    trainer = L.Trainer(max_steps=2, precision="bf16-mixed", default_root_dir=tmp_path, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                        limit_val_batches=0)
+    trainer.fit(model, datamodule=data)
+    assert seen["logits"] == torch.bfloat16 and seen["loss"] == torch.float32
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
