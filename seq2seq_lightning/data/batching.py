@@ -87,6 +87,7 @@ class BucketBatchSampler(BatchSampler):
         self.max_tokens = max_tokens
         self.sampler = sampler if sampler is not None else _EpochIndices(len(self.lengths), shuffle, seed)
         self.epoch = 0
+        self.skip_next = 0  # leading batches left out while resuming inside an epoch (the loader resets it)
         self._cache: tuple[int, list[list[int]]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -148,7 +149,7 @@ class BucketBatchSampler(BatchSampler):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches())
+        return iter(self.batches()[self.skip_next :])
 
     def __len__(self) -> int:
         if self.max_tokens is None and isinstance(self.sampler, _EpochIndices):

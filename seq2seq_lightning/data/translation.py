@@ -22,6 +22,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from seq2seq_lightning.data.loader import ResumableDataLoader
 from seq2seq_lightning.data.batching import BucketBatchSampler, collate_translation
 from seq2seq_lightning.data.text import filter_pairs, read_lines, read_parallel, read_tsv
 from seq2seq_lightning.data.tokenizer import Tokenizer
@@ -340,8 +341,9 @@ class TranslationDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
-        return DataLoader(
+        return ResumableDataLoader(
             dataset,
+            seed=self.seed,
             collate_fn=partial(collate_translation, pad_id=self.pad_id),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -353,7 +355,14 @@ class TranslationDataModule(L.LightningDataModule):
         sampler = BucketBatchSampler(dataset.lengths, self.batch_size, shuffle=True, seed=self.seed)
         if self.trainer is not None:
             sampler.set_epoch(self.trainer.current_epoch)
-        return self._loader(dataset, batch_sampler=sampler)
+        return self._loader(dataset, batch_sampler=sampler, consumed=self._consumed_batches)
+
+    def _consumed_batches(self) -> int | None:
+        """Batches of the current epoch the attached trainer's loop has consumed."""
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset = self.dataset(split)

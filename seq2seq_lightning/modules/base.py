@@ -32,6 +32,34 @@ from seq2seq_lightning.search.greedy import GreedySearch
 warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 
+def capture_rng_states() -> dict[str, Any]:
+    """Python, NumPy and torch random states as plain data (loads with ``weights_only=True``)."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state(),
+                              "numpy": [kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, gauss]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(states["torch"].cpu() if hasattr(states["torch"], "cpu") else states["torch"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype("uint32"), int(pos), int(has_gauss), float(cached)))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 def _adam(params: Any) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-3)
 
@@ -260,6 +288,16 @@ class Seq2SeqModule(L.LightningModule):
                          "output": nbest[0]["output"] if nbest else "",
                          "score": nbest[0]["score"] if nbest else None, "nbest": nbest})
         return rows
+
+    # -- exact resume --------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the random states, so a resumed run draws the same dropout masks."""
+        checkpoint["rng_states"] = capture_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if states and self._trainer is not None:  # resuming a run, not loading weights for use
+            restore_rng_states(states)
 
     # -- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
