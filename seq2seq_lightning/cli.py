@@ -3,32 +3,82 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-import torch
 from jsonargparse import _typehints
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from seq2seq_lightning.callbacks.tracking import LoggedSaveConfig, prepare_wandb
 from seq2seq_lightning.callbacks.writer import PredictionWriter
+from seq2seq_lightning.checkpoints import UnsafeCheckpointError, load_checkpoint
 from seq2seq_lightning.modules.base import Seq2SeqModule
-from seq2seq_lightning.registry import RegistryError, resolve_name
+from seq2seq_lightning.registry import RegistryError, registry_for, resolve_name
 
 # Hyperparameters stored in a checkpoint that the current config may override at predict/test time:
 # how to decode, not what the network is.
 DECODING_KEYS = {"strategy", "max_len_a", "max_len_b", "max_len", "batch_size", "num_examples"}
 _original_resolve = _typehints.resolve_class_path_by_name
+# A registry name is not a class path yet when jsonargparse first tries to serialize it.
+warnings.filterwarnings("ignore", message=r"(?s).*Unable to serialize instance")
 
 
 def _resolve_with_registries(cls: Any, name: str) -> str:
-    """Registry names (``rnn``, ``beam``, plugin names) work wherever a class path does."""
-    return resolve_name(cls, name) or _original_resolve(cls, name)
+    """Registry names (``rnn``, ``beam``, plugin names) work wherever a class path does; a short
+    name that is neither registered nor a known class name is an error listing the known names."""
+    found = resolve_name(cls, name)
+    if found:
+        return found
+    resolved = _original_resolve(cls, name)
+    if isinstance(name, str) and "." not in name and "." not in resolved:
+        registry = registry_for(cls)
+        if registry is not None:
+            registry.entry(name)  # raises: unknown name, with the known names
+    return resolved
 
 
 _typehints.resolve_class_path_by_name = _resolve_with_registries
+
+
+def condense_error(message: str, argv: list[str] | None = None) -> str:
+    """A parser error without the dumps of whole config values: the key path, the reasons, and
+    the option they came from when it can be found on the command line."""
+    already = "(given as --" in message  # a subcommand parser's condensed error passing through
+    keys, reasons = [], []
+    for line in message.splitlines():
+        text = line.strip().lstrip("- ").strip()
+        key = re.fullmatch(r'Parser key "([^"]+)":', text)
+        if key:
+            keys.append(key.group(1))
+            continue
+        if (not text or text.startswith(("Given value", "Subtypes:", "Errors:", "Problem with given class_path",
+                                          "Does not validate against any of the Union subtypes"))
+                or text == "Expected a <class 'NoneType'>"):
+            continue
+        reasons.append(text if len(text) <= 300 else text[:297] + "...")
+    condensed = "; ".join(dict.fromkeys(reasons)) or message.strip()[:300]
+    if keys:
+        condensed = f"{'.'.join(keys)}: {condensed}"
+    for name in [] if already else re.findall(r"'([A-Za-z_][\w.]*)'", condensed):
+        options = [a.split("=")[0] for a in (argv or []) if a.startswith("--") and
+                   (a.split("=")[0].endswith("." + name) or a.split("=")[0] == "--" + name)]
+        if options:
+            return f"{condensed} (given as {options[0]})"
+    return condensed
+
+
+class Seq2SeqArgumentParser(LightningArgumentParser):
+    """Parser errors in one short paragraph, not a dump of the whole parsed config."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        super().error(condense_error(message, sys.argv[1:] + _ARGS), ex)
+
+
+_ARGS: list[str] = []
 
 
 class Seq2SeqCLI(LightningCLI):
@@ -37,6 +87,7 @@ class Seq2SeqCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("save_config_callback", LoggedSaveConfig)
+        kwargs.setdefault("parser_class", Seq2SeqArgumentParser)
         super().__init__(Seq2SeqModule, LightningDataModule, *args, subclass_mode_model=True,
                          subclass_mode_data=True, **kwargs)
 
@@ -58,9 +109,9 @@ class Seq2SeqCLI(LightningCLI):
         if not subcommand:
             return
         ckpt_path = self.config[subcommand].get("ckpt_path")
-        if not ckpt_path or ckpt_path in ("last", "best") or not Path(ckpt_path).is_file():
+        if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry") or "://" in str(ckpt_path):
             return
-        ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        ckpt = load_checkpoint(ckpt_path)  # a missing or unsafe file is a short error here
         hparams = dict(ckpt.get("hyper_parameters", {}))
         hparams.pop("_instantiator", None)
         class_path = hparams.pop("_class_path", None)
@@ -128,12 +179,13 @@ def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["plugins"]:
         raise SystemExit(print_plugins())
+    _ARGS[:] = argv if args is not None else []
     try:
         Seq2SeqCLI(args=args)
-    except (FileNotFoundError, RegistryError, ValueError) as exc:
+    except (FileNotFoundError, RegistryError, ValueError, UnsafeCheckpointError) as exc:
         if os.environ.get("SEQ2SEQ_DEBUG"):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {condense_error(str(exc), argv)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Iterable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,19 @@ STRATEGIES = Registry("seq2seq_lightning.strategies", "seq2seq_lightning.search.
 REGISTRIES = (ENCODERS, STRATEGIES)
 
 
+def registry_for(base: Any) -> Registry | None:
+    """The registry whose base class a type hint (a class or a tuple of classes) is, or None."""
+    bases = base if isinstance(base, tuple) else (base,)
+    for registry in REGISTRIES:
+        try:
+            reg_base = registry.base
+        except ImportError:
+            continue
+        if any(isinstance(b, type) and issubclass(b, reg_base) for b in bases):
+            return registry
+    return None
+
+
 def resolve_name(base: Any, name: str) -> str | None:
     """The class path registered as ``name`` for a type hint ``base``, or None.
 
@@ -197,13 +211,7 @@ def resolve_name(base: Any, name: str) -> str | None:
     """
     if not isinstance(name, str) or "." in name:
         return None
-    bases = base if isinstance(base, tuple) else (base,)
-    for registry in REGISTRIES:
-        try:
-            reg_base = registry.base
-        except ImportError:
-            continue
-        if any(isinstance(b, type) and issubclass(b, reg_base) or b is reg_base for b in bases):
-            if name in registry:
-                return registry.class_path(name)
+    registry = registry_for(base)
+    if registry is not None and name in registry:
+        return registry.class_path(name)
     return None

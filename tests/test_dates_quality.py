@@ -19,7 +19,7 @@ def test_dates_config_reaches_99_percent_exact_match(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "seq2seq_lightning.cli", "fit", "-c", "configs/translation/dates.yaml",
                     f"--trainer.default_root_dir={tmp_path}"], cwd=ROOT, env=env, check=True, timeout=1200,
                    capture_output=True)
-    ckpt = sorted(tmp_path.rglob("last.ckpt"))[-1]
+    ckpt = max(tmp_path.rglob("last.ckpt"))
     out = subprocess.run([sys.executable, "benchmarks/dates_eval.py", str(ckpt), "--strategy", "beam",
                           "--beam-size", "4"], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     figures = {r["figure"]: r["value"] for r in map(json.loads, out.stdout.splitlines()) if "figure" in r}

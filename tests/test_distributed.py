@@ -34,7 +34,7 @@ def test_ddp_predict_equals_single_process(ddp_run: Path, tmp_path: Path) -> Non
     lines = [rng.choice(pool) + ("" if i % 3 else f" {i}") for i in range(101)]  # 101: the sampler must pad
     src = tmp_path / "in.txt"
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    ckpt = str(sorted(ddp_run.rglob("last.ckpt"))[0])
+    ckpt = str(min(ddp_run.rglob("last.ckpt")))
     outputs = {}
     for devices, strategy in ((1, "auto"), (2, "ddp")):
         out = tmp_path / f"out{devices}.jsonl"

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 
@@ -25,7 +24,7 @@ ARGS = ["--data.init_args.num_train=600", "--data.init_args.num_val=30", "--data
 def config(tmp_path: Path, every: int, slow: float) -> Path:
     cfg = yaml.safe_load(CONFIG.read_text())
     for cb in cfg["trainer"]["callbacks"]:
-        if cb.get("init_args", {}).get("filename") == "last":
+        if cb["class_path"].endswith("LastCheckpoint"):
             cb["init_args"]["every_n_train_steps"] = every
     cfg["trainer"]["callbacks"] += [{"class_path": "tests.helpers.slow.SlowDown", "init_args": {"seconds": slow}},
                                     {"class_path": "tests.helpers.slow.SaveFinal"}]

@@ -52,7 +52,7 @@ class PredictionWriter(BasePredictionWriter):
         self._rank = getattr(trainer, "global_rank", 0)
         # under DDP every process writes its own shard of raw rows; rank 0 merges them at the end
         path = self._tmp if self._world == 1 else self._shard(self._rank)
-        self._file = open(path, "w", encoding="utf-8", newline="\n")
+        self._file = open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 - open across hooks
         self._heap, self._next, self.written = [], 0, 0
 
     def _shard(self, rank: int) -> Path:
@@ -100,7 +100,7 @@ class PredictionWriter(BasePredictionWriter):
         """k-way merge of the per-process shards by input index, dropping the rows a padded
         distributed sampler repeated."""
         shards = [self._shard(r) for r in range(self._world)]
-        files = [open(p, encoding="utf-8") for p in shards]
+        files = [open(p, encoding="utf-8") for p in shards]  # noqa: SIM115 - closed in finally
         try:
             streams = [((int(r["index"]), k, r) for r in map(json.loads, f)) for k, f in enumerate(files)]
             with open(self._tmp, "w", encoding="utf-8", newline="\n") as out:

@@ -8,8 +8,10 @@ lives here.
 from __future__ import annotations
 
 import math
+import pickle
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -19,6 +21,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric
 
+from seq2seq_lightning.checkpoints import refuse
 from seq2seq_lightning.data.tokenizer import Tokenizer
 from seq2seq_lightning.decoders.rnn import RNNDecoder
 from seq2seq_lightning.encoders.base import EncoderOutput
@@ -26,7 +29,6 @@ from seq2seq_lightning.modules.specs import build
 from seq2seq_lightning.registry import STRATEGIES
 from seq2seq_lightning.search.base import Hypothesis, SearchStrategy
 from seq2seq_lightning.search.greedy import GreedySearch
-
 
 # Epoch values are logged after torchmetrics has already synchronised them across processes.
 warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
@@ -288,6 +290,17 @@ class Seq2SeqModule(L.LightningModule):
                          "output": nbest[0]["output"] if nbest else "",
                          "score": nbest[0]["score"] if nbest else None, "nbest": nbest})
         return rows
+
+    # -- loading -----------------------------------------------------------------------------
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Lightning's loader, always with ``weights_only=True``: a checkpoint carrying pickled
+        objects is refused with :class:`~seq2seq_lightning.checkpoints.UnsafeCheckpointError`."""
+        kwargs["weights_only"] = True
+        try:
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        except pickle.UnpicklingError as exc:
+            raise refuse(checkpoint_path, exc) from None
 
     # -- exact resume --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

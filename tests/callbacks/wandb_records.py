@@ -8,8 +8,8 @@ chunks, each with a 7-byte header (CRC32C, little-endian length, type: 1 full, 2
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 BLOCK = 32768
 HEADER = 7

@@ -50,7 +50,7 @@ def test_reorder_state_repeats_and_drops_rows() -> None:
     dec = RNNDecoder(vocab_size=9, memory_size=6, hidden_size=5, cell="lstm").eval()
     enc = encoder_output()
     state = dec.init_state(enc)
-    logp, state = dec.step(torch.tensor([2, 2, 2]), state)
+    _logp, state = dec.step(torch.tensor([2, 2, 2]), state)
     index = torch.tensor([2, 2, 0])
     moved = dec.reorder_state(state, index)
     assert moved.hidden.shape[1] == 3 and moved.memory.shape[0] == 3

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seq2seq_lightning.callbacks.checkpoint_io import AtomicCheckpointIO
+from seq2seq_lightning.callbacks.checkpointing import AtomicCheckpointIO
 
 
 def test_save_then_load(tmp_path: Path) -> None:
