@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["TranslationModule", "CaptioningModule", "__version__"]
+__all__ = ["CaptioningModule", "TranslationModule", "__version__"]
 
 
 def __getattr__(name: str) -> Any:  # lazy, so `import seq2seq_lightning.registry` stays light

@@ -10,7 +10,8 @@ sees the same random numbers (dropout) as an uninterrupted one.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader

@@ -22,8 +22,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from seq2seq_lightning.data.loader import ResumableDataLoader
 from seq2seq_lightning.data.batching import BucketBatchSampler, collate_translation
+from seq2seq_lightning.data.loader import ResumableDataLoader
 from seq2seq_lightning.data.text import filter_pairs, read_lines, read_parallel, read_tsv
 from seq2seq_lightning.data.tokenizer import Tokenizer
 

@@ -31,7 +31,7 @@ class RNNDecoderState:
     mask: Tensor
     feed: Tensor | None
 
-    def index_select(self, index: Tensor) -> "RNNDecoderState":
+    def index_select(self, index: Tensor) -> RNNDecoderState:
         def rows(t: Tensor | None, dim: int = 0) -> Tensor | None:
             return None if t is None else t.index_select(dim, index)
 

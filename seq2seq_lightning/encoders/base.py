@@ -21,7 +21,7 @@ class EncoderOutput:
     mask: Tensor
     summary: Tensor
 
-    def index_select(self, index: Tensor) -> "EncoderOutput":
+    def index_select(self, index: Tensor) -> EncoderOutput:
         """Rows ``index`` of every field (beam expansion repeats rows)."""
         return EncoderOutput(self.memory.index_select(0, index), self.mask.index_select(0, index),
                              self.summary.index_select(0, index))
