@@ -138,6 +138,8 @@ class TranslationDataModule(L.LightningDataModule):
         max_source_len: most source tokens (EOS not counted). Longer training pairs are skipped and
             counted; longer validation/test/predict sources are truncated, with a counted warning.
         max_target_len: most target tokens (BOS/EOS not counted), with the same rules as max_source_len.
+        max_skipped_fraction: the largest share of training pairs that may be skipped (empty or too
+            long) before the data is judged broken and fit stops with an error.
         num_workers: DataLoader worker processes.
         seed: seed of the training batch order (combined with the epoch).
         tokenizers: serialized tokenizers ({"source": json, "target": json}) to use instead of
@@ -160,6 +162,7 @@ class TranslationDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         max_source_len: int = 200,
         max_target_len: int = 200,
+        max_skipped_fraction: float = 0.2,
         num_workers: int = 0,
         seed: int = 0,
         tokenizers: dict[str, str] | None = None,
@@ -176,6 +179,9 @@ class TranslationDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size if eval_batch_size is not None else batch_size
         self.max_source_len, self.max_target_len = max_source_len, max_target_len
+        if not 0.0 <= max_skipped_fraction <= 1.0:
+            raise ValueError(f"max_skipped_fraction must be within [0, 1], got {max_skipped_fraction}")
+        self.max_skipped_fraction = max_skipped_fraction
         self.num_workers, self.seed = num_workers, seed
         self._tokenizer_json: dict[str, str] | None = dict(tokenizers) if tokenizers is not None else None
         self._tokenizer_objects: dict[str, Tokenizer] | None = None
@@ -301,8 +307,13 @@ class TranslationDataModule(L.LightningDataModule):
                 name="training",
             )
             rows, self.skipped[split] = result.indices, result.skipped
-            if not rows:
-                raise ValueError(f"no training pairs left after filtering: {result.skipped}")
+            bad = sum(result.skipped.values())
+            if not rows or bad > self.max_skipped_fraction * len(pairs):
+                raise ValueError(
+                    f"{bad} of {len(pairs)} training pairs in {self.paths[split] or 'the training data'} are bad "
+                    f"({', '.join(f'{k}: {v}' for k, v in result.skipped.items())}), more than "
+                    f"max_skipped_fraction={self.max_skipped_fraction}; fix the data or raise the limit"
+                )
         else:
             truncated = sum(
                 s > self.max_source_len or t > self.max_target_len

@@ -140,7 +140,8 @@ def test_empty_and_overlong_training_pairs_are_skipped_and_counted(
 ) -> None:
     pairs = PAIRS + [("", "empty source"), ("blank target", "  "), ("x" * 50, "long source"), ("y", "z" * 40)]
     train = write_tsv(tmp_path / "train.tsv", pairs)
-    dm = TranslationDataModule(train_path=train, tokenizer="char", max_source_len=30, max_target_len=30)
+    dm = TranslationDataModule(train_path=train, tokenizer="char", max_source_len=30, max_target_len=30,
+                               max_skipped_fraction=0.5)
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
     assert dm.skipped["train"] == {"empty": 2, "too_long": 2}
@@ -257,3 +258,20 @@ def test_with_a_lightning_trainer(tmp_path: Path) -> None:
     (path := tmp_path / "in.txt").write_text("Hallo\n\ndie Katze\n", encoding="utf-8")
     predictor = TranslationDataModule(predict_path=str(path), eval_batch_size=2, tokenizers=dm.tokenizers)
     assert trainer.predict(model, predictor) == [[0, 1], [2]]
+
+
+def test_too_many_bad_training_pairs_is_an_error(tmp_path) -> None:
+    import pytest as _pytest
+
+    from seq2seq_lightning.data.translation import TranslationDataModule
+
+    good = [f"source {i}\ttarget {i}" for i in range(8)]
+    bad = ["\tonly target", "only source\t", "   \t   "]
+    path = tmp_path / "train.tsv"
+    path.write_text("\n".join(good + bad) + "\n", encoding="utf-8")
+    ok = TranslationDataModule(train_path=str(path), tokenizer="char", max_skipped_fraction=0.5)
+    ok.setup("fit")
+    assert sum(ok.skipped["train"].values()) == 3 and len(ok.datasets["train"]) == 8
+    strict = TranslationDataModule(train_path=str(path), tokenizer="char", max_skipped_fraction=0.2)
+    with _pytest.raises(ValueError, match=r"3 of 11 training pairs .*train.tsv.* max_skipped_fraction=0.2"):
+        strict.setup("fit")
