@@ -40,6 +40,8 @@ def _lines(handle: IO[bytes]) -> Iterator[str]:
             if first:
                 first = False
                 raw = raw.removeprefix(_BOM)
+                if not raw:
+                    return  # a file holding only a BOM has no lines
             if raw.endswith(b"\n"):
                 raw = raw[:-1]
             if raw.endswith(b"\r"):
