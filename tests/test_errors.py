@@ -91,3 +91,31 @@ def test_messy_lines_give_one_result_each_in_order(trained: Path, tmp_path: Path
     assert [r["output"] for r in rows[:3]] == ["", "", ""]
     assert all(r["output"] for r in rows[3:])
     assert "truncat" in (proc.stdout + proc.stderr).lower()  # the over-long line is cut, with a warning
+
+
+def test_interrupted_predict_leaves_no_file_under_the_output_name(trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(f"{d} March 1999" for d in range(1, 29)) * 20 + "\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    cmd = [sys.executable, "-m", "seq2seq_lightning.cli", "predict", "-c", str(CONFIG), "--ckpt_path",
+           str(last_ckpt(trained)), f"--data.init_args.predict_path={src}", "--output", str(out),
+           "--data.init_args.eval_batch_size=4", "--trainer.logger=false",
+           "--trainer.callbacks+=tests.helpers.slow.SlowDown", "--trainer.callbacks.seconds=0.2",
+           f"--trainer.default_root_dir={tmp_path}"]
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, WANDB_MODE="disabled"))
+    partial = tmp_path / ".out.txt.partial"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (partial.exists() and partial.stat().st_size > 0):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert partial.exists() and partial.stat().st_size > 0, "predict was not caught in the middle"
+    assert not out.exists()

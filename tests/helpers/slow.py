@@ -14,6 +14,9 @@ class SlowDown(Callback):
     def on_train_batch_end(self, *args, **kwargs) -> None:
         time.sleep(self.seconds)
 
+    def on_predict_batch_end(self, *args, **kwargs) -> None:
+        time.sleep(self.seconds)
+
 
 class SaveFinal(Callback):
     """Saves ``final.ckpt`` in the checkpoint folder when training ends."""
