@@ -158,7 +158,7 @@ def print_plugins() -> int:
     console = Console()
     table = Table(title="Registered encoders and strategies")
     for col in ("group", "name", "class", "distribution", "version"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     failures = []
     for registry in REGISTRIES:
         for entry in registry.entries():
@@ -170,7 +170,8 @@ def print_plugins() -> int:
         for col in ("group", "name", "distribution", "entry point", "error"):
             bad.add_column(col, overflow="fold")
         for f in failures:
-            bad.add_row(f.group.rsplit(".", 1)[-1], f.name, f.dist, f.value, f.error)
+            kind = {"encoders": "encoder", "strategies": "strategy"}.get(f.group.rsplit(".", 1)[-1], f.group)
+            bad.add_row(kind, f.name, f.dist, f.value, f.error)
         console.print(bad)
     return 0
 
