@@ -1,0 +1,211 @@
+"""CaptioningModule: an image encoder, the conditional LM decoder and a search strategy."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from PIL import Image
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.text import BLEUScore
+
+from seq2seq_lightning.callbacks.attention import attention_sheet, grid_of, to_pil
+from seq2seq_lightning.data.captioning import batch_rows
+from seq2seq_lightning.data.images import ImageTransform, load_image
+from seq2seq_lightning.data.tokenizer import Tokenizer
+from seq2seq_lightning.decoders.rnn import RNNDecoder
+from seq2seq_lightning.encoders.base import Encoder, EncoderOutput
+from seq2seq_lightning.metrics.cider import CIDErD
+from seq2seq_lightning.modules.base import Seq2SeqModule
+from seq2seq_lightning.modules.specs import build
+from seq2seq_lightning.registry import ENCODERS
+from seq2seq_lightning.search.base import SearchStrategy
+
+log = logging.getLogger(__name__)
+STAGES = ("val", "test")
+
+
+class CaptioningModule(Seq2SeqModule):
+    """Image captioning: image -> caption.
+
+    Metrics: corpus BLEU-1..4 against all references (0-100; ``val/bleu4``, ``test/bleu1``..``test/bleu4``)
+    and CIDEr-D (``val/cider``, ``test/cider``), plus loss and perplexity. The evaluation image transform
+    (size, mean, std) is taken from the data module when training starts and kept in the checkpoint, so
+    :meth:`caption` prepares images the way training saw them.
+
+    Args:
+        encoder: the image encoder (``class_path: cnn`` with ``init_args``, or ``--model.encoder=cnn``).
+        decoder: the conditional LM; the module passes the caption vocabulary size and the encoder's
+            output size. Default: ``RNNDecoder`` with its defaults.
+        strategy: how captions are searched in validation, test, predict and ``caption``
+            (``greedy``, ``beam``, ``sampling`` or a plugin's name).
+        tokenizers: the serialized caption tokenizer (``{"target": json}``); linked from the data module
+            on the command line and stored in every checkpoint.
+        label_smoothing: label smoothing of the training cross-entropy (padding is ignored).
+        max_len: most decoding steps of a caption, EOS included.
+        batch_size: images per batch inside :meth:`caption`.
+        optimizer: the optimizer, called with the parameters (default: Adam, lr 1e-3).
+        lr_scheduler: an optional learning-rate scheduler, called with the optimizer;
+            ``ReduceLROnPlateau`` watches ``val/loss``.
+        num_examples: example captions kept from validation and test and printed at the end of fit
+            and test.
+    """
+
+    def __init__(
+        self,
+        encoder: Callable[[], Encoder] | Encoder | str | dict = "cnn",
+        decoder: Callable[[int, int], RNNDecoder] | None = None,
+        strategy: SearchStrategy | None = None,
+        tokenizers: dict[str, str] | None = None,
+        label_smoothing: float = 0.1,
+        max_len: int = 30,
+        batch_size: int = 32,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        num_examples: int = 5,
+    ) -> None:
+        if not tokenizers or "target" not in tokenizers:
+            raise ValueError("CaptioningModule needs tokenizers={'target': json} (the data module provides "
+                             "it; checkpoints carry it)")
+        target_tok = Tokenizer.from_json(tokenizers["target"])
+        encoder_module = build(encoder, Encoder, ENCODERS, factory=True)
+        super().__init__(decoder, strategy, target_tok, encoder_module.output_size, label_smoothing,
+                         optimizer, lr_scheduler, num_examples)
+        self.save_hyperparameters()
+        self.encoder = encoder_module
+        self.max_len, self.batch_size = max_len, batch_size
+        self.image_transform: dict[str, Any] = ImageTransform().spec()
+        self.bleu = torch.nn.ModuleDict({f"{s}_{n}": BLEUScore(n_gram=n) for s in STAGES for n in range(1, 5)})
+        self.cider = torch.nn.ModuleDict({s: CIDErD() for s in STAGES})
+        self.skipped_images = 0
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def encode(self, batch: dict[str, Any]) -> EncoderOutput:
+        return self.encoder(batch["images"])  # (B, 3, H, W) -> memory (B, h*w, D)
+
+    def max_lengths(self, batch: dict[str, Any]) -> Tensor:
+        return torch.full((batch["images"].size(0),), self.max_len, dtype=torch.long)  # (B,)
+
+    def update_metrics(self, stage: str, hyps: list[str], batch: dict[str, Any]) -> None:
+        refs = [list(r) for r in batch["references"]]
+        for n in range(1, 5):
+            self.bleu[f"{stage}_{n}"].update(hyps, refs)
+        self.cider[stage].update(hyps, refs)
+
+    def metrics_for(self, stage: str) -> list[Metric]:
+        extra = [self.bleu[f"{stage}_{n}"] for n in range(1, 5)] + [self.cider[stage]] if stage in STAGES else []
+        return super().metrics_for(stage) + extra
+
+    def log_metrics(self, stage: str) -> None:
+        orders = range(1, 5) if stage == "test" else (4,)
+        for n in orders:
+            self.log(f"{stage}/bleu{n}", self.bleu[f"{stage}_{n}"].compute() * 100.0)
+        self.log(f"{stage}/cider", self.cider[stage].compute())
+
+    # -- examples and their attention pictures ---------------------------------------------------
+    def example_extras(self, batch: dict[str, Any], i: int) -> dict[str, Any]:
+        """The example's image (as the network saw it) and the encoder's grid shape."""
+        transform = ImageTransform.from_spec(self.image_transform)
+        return {"image": to_pil(transform.unnormalize(batch["images"][i].detach().float().cpu())),
+                "grid": getattr(self.encoder, "grid_shape", None)}
+
+    def attention_picture(self, example: dict[str, Any]) -> Any:
+        """The image under each word's attention (see :mod:`seq2seq_lightning.callbacks.attention`)."""
+        attention, image = example.get("attention"), example.get("image")
+        if attention is None or image is None:
+            return None
+        grid = grid_of(attention.size(1), example.get("grid"))
+        if grid is None:
+            return None
+        words = [w.lstrip("\u2581") for w in example["output_labels"]]
+        return attention_sheet(image, words, attention, grid, example["hypothesis"])
+
+    # -- unreadable images: skipped and counted --------------------------------------------------
+    def _count_skipped(self, batch: dict[str, Any], stage: str) -> bool:
+        """Logs the batch's skipped images; whether anything is left to compute on."""
+        skipped = int(batch.get("skipped") or 0)
+        if skipped:
+            self.skipped_images += skipped
+            log.warning("%d unreadable %s image(s) skipped (%d so far)", skipped, stage, self.skipped_images)
+        if self._trainer is not None:
+            self.log(f"{stage}/skipped_images", float(skipped), reduce_fx="sum", on_step=False, on_epoch=True,
+                     batch_size=1)
+        return batch.get("images") is not None and batch["images"].size(0) > 0
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        return super().training_step(batch, batch_idx) if self._count_skipped(batch, "train") else None
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if self._count_skipped(batch, "val"):
+            super().validation_step(batch, batch_idx)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if self._count_skipped(batch, "test"):
+            super().test_step(batch, batch_idx)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """One row per input image; an unreadable one gets ``output`` "" and its ``error``."""
+        errors = batch.get("errors") or [None] * len(batch["index"])
+        good = [i for i, e in enumerate(errors) if e is None]
+        readable = batch if len(good) == len(errors) else batch_rows(batch, good)
+        rows = super().predict_step(readable, batch_idx) if good else []
+        for i, error in enumerate(errors):
+            if error is not None:
+                rows.append({"index": int(batch["index"][i]), "input": self.source_repr(batch, i), "output": "",
+                             "score": None, "nbest": [], "error": error})
+        return sorted(rows, key=lambda row: row["index"])
+
+    # -- the evaluation transform travels with the checkpoint --------------------------------------
+    def setup(self, stage: str) -> None:
+        """Training takes the data module's image preparation (a resumed checkpoint's wins later)."""
+        transform = getattr(getattr(self._trainer, "datamodule", None), "image_transform", None)
+        if stage == "fit" and isinstance(transform, ImageTransform):
+            self.image_transform = transform.spec()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["image_transform"] = dict(self.image_transform)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if checkpoint.get("image_transform") is not None:
+            self.image_transform = dict(checkpoint["image_transform"])
+
+    def _check_transform(self) -> None:
+        """Warns when the data module prepares images otherwise than the network was trained on."""
+        transform = getattr(getattr(self._trainer, "datamodule", None), "image_transform", None)
+        if isinstance(transform, ImageTransform) and transform.spec() != self.image_transform:
+            log.warning("the data module prepares images as %s but the model was trained on %s; set the data "
+                        "module's image_size/mean/std to match", transform.spec(), self.image_transform)
+
+    def on_test_start(self) -> None:
+        self._check_transform()
+
+    def on_predict_start(self) -> None:
+        self._check_transform()
+
+    # -- Python API ----------------------------------------------------------------------------
+    def caption(self, images: list[Image.Image | str | os.PathLike], strategy: SearchStrategy | str | None = None,
+                **strategy_kwargs: Any) -> list[str]:
+        """Caption images (PIL images or paths; any size and mode), batched internally.
+
+        Raises :class:`~seq2seq_lightning.data.images.ImageLoadError` naming an image that cannot be read.
+        """
+        search = self.build_strategy(strategy, **strategy_kwargs)
+        transform = ImageTransform.from_spec(self.image_transform)
+        was_training = self.training
+        self.eval()
+        out: list[str] = []
+        try:
+            for start in range(0, len(images), self.batch_size):
+                chunk = images[start : start + self.batch_size]
+                pixels = torch.stack([transform(load_image(x, draft_size=transform.size)) for x in chunk])
+                out += self.detokenize(self.search({"images": pixels.to(self.device)}, search))
+        finally:
+            self.train(was_training)
+        return out
