@@ -242,3 +242,33 @@ def test_missing_annotation_file_and_unknown_format(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="COCO"):
         detect_format(bad)
     assert torch.is_tensor(ImageTransform(8)(Image.new("RGB", (3, 300))))
+
+
+def _declared_png(path, width: int, height: int) -> None:
+    """A PNG whose header declares width x height (the pixel data is a tiny stub)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 8))
+                     + chunk(b"IEND", b""))
+
+
+def test_zero_byte_bomb_and_one_pixel_images(tmp_path) -> None:
+    import pytest as _pytest
+    from PIL import Image as _Image
+
+    from seq2seq_lightning.data.images import ImageLoadError, load_image
+
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with _pytest.raises(ImageLoadError, match="empty.jpg"):
+        load_image(tmp_path / "empty.jpg")
+    _declared_png(tmp_path / "bomb.png", 30000, 30000)
+    with _pytest.raises(ImageLoadError, match="bomb.png.*DecompressionBomb"):
+        load_image(tmp_path / "bomb.png")
+    _Image.new("L", (1, 1), 200).save(tmp_path / "dot.png")
+    dot = load_image(tmp_path / "dot.png")
+    assert dot.mode == "RGB" and dot.size == (1, 1) and dot.getpixel((0, 0)) == (200, 200, 200)
