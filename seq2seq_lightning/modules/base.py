@@ -282,8 +282,7 @@ class Seq2SeqModule(L.LightningModule):
         rows = []
         for i, h in enumerate(hyps):
             source = self.source_repr(batch, i)
-            empty = bool(batch.get("empty") is not None and batch["empty"][i]) or (
-                "source_text" in batch and not str(batch["source_text"][i]).strip())
+            empty = not str(batch["source_text"][i]).strip()  # an empty input line gets an empty result
             nbest = [] if empty else [{"output": tok.decode(x.tokens), "score": float(x.score),
                                        "log_prob": float(x.log_prob)} for x in h]
             rows.append({"index": int(batch["index"][i]), "input": source,
