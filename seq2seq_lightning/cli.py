@@ -6,7 +6,6 @@ import os
 import re
 import sys
 import warnings
-from pathlib import Path
 from typing import Any, NoReturn
 
 from jsonargparse import _typehints

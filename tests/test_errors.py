@@ -10,8 +10,12 @@ import pytest
 import torch
 
 from seq2seq_lightning.checkpoints import UnsafeCheckpointError, load_checkpoint
-from tests.test_cli import CONFIG, TINY, last_ckpt, seq2seq
-from tests.test_cli import trained as trained  # noqa: F401 - the shared tiny run fixture
+from tests.test_cli import (
+    CONFIG,
+    last_ckpt,
+    seq2seq,
+    trained,  # noqa: F401 - the shared tiny run fixture
+)
 
 
 @pytest.mark.parametrize(("option", "expected"), [

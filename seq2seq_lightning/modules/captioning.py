@@ -15,7 +15,7 @@ from torchmetrics import Metric
 from torchmetrics.text import BLEUScore
 
 from seq2seq_lightning.callbacks.attention import attention_sheet, grid_of, to_pil
-from seq2seq_lightning.data.captioning import batch_rows
+from seq2seq_lightning.data.caption_batches import batch_rows
 from seq2seq_lightning.data.images import ImageTransform, load_image
 from seq2seq_lightning.data.tokenizer import Tokenizer
 from seq2seq_lightning.decoders.rnn import RNNDecoder
