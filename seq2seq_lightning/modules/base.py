@@ -164,13 +164,20 @@ class Seq2SeqModule(L.LightningModule):
     def _loss(self, batch: dict[str, Any], stage: str) -> Tensor:
         logits, _ = self(batch)
         gold = batch["target"][:, 1:]  # (B, T-1)
-        flat = logits.float().reshape(-1, logits.size(-1))  # loss in float32 whatever the precision
+        # loss in float32 whatever the precision; one log-softmax serves the loss and the reported nll
+        logp = logits.float().reshape(-1, logits.size(-1)).log_softmax(dim=-1)  # (B*(T-1), V)
         pad = self.target_tokenizer.pad_id
-        loss = F.cross_entropy(flat, gold.reshape(-1), ignore_index=pad, label_smoothing=self.label_smoothing)
         real = gold != pad
         ntokens = int(real.sum())
+        nll = F.nll_loss(logp, gold.reshape(-1), ignore_index=pad)
+        if self.label_smoothing > 0:
+            # the label-smoothed cross-entropy: (1 - e) * nll + e * mean over the vocabulary of -log p
+            uniform = -(logp.mean(dim=-1) * real.reshape(-1)).sum() / max(ntokens, 1)
+            loss = (1.0 - self.label_smoothing) * nll + self.label_smoothing * uniform
+        else:
+            loss = nll
+        nll = nll.detach()
         with torch.no_grad():
-            nll = F.cross_entropy(flat, gold.reshape(-1), ignore_index=pad)
             acc = ((logits.argmax(-1) == gold) & real).sum() / max(ntokens, 1)
         bs = gold.size(0)
         for name, value in (("loss", loss.detach()), ("nll", nll), ("acc", acc)):

@@ -42,6 +42,20 @@ def test_loss_ignores_padding(data: DatesDataModule) -> None:
     torch.testing.assert_close(model._loss(trimmed, "train"), model._loss(padded, "train"))
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_loss_is_label_smoothed_cross_entropy(data: DatesDataModule, smoothing: float) -> None:
+    """The loss shares one log-softmax with the reported nll; it must equal PyTorch's own loss."""
+    model = make_module(data, label_smoothing=smoothing).eval()
+    batch = next(iter(data.train_dataloader()))
+    model.log = lambda *a, **k: None  # no trainer attached
+    logits, _ = model(batch)
+    gold = batch["target"][:, 1:].reshape(-1)
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), gold,
+                                                 ignore_index=model.target_tokenizer.pad_id,
+                                                 label_smoothing=smoothing)
+    torch.testing.assert_close(model._loss(batch, "train"), expected)
+
+
 def test_training_reduces_loss_and_logs_metrics(data: DatesDataModule, tmp_path: Path) -> None:
     model = make_module(data)
     trainer = L.Trainer(max_epochs=2, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
