@@ -5,10 +5,15 @@ from __future__ import annotations
 import heapq
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
 from lightning.pytorch.callbacks import BasePredictionWriter
+
+# Lightning looks for the indices of each predict batch in a batch sampler, which a streamed input
+# has none of; this writer takes the indices from the rows, so the warning says nothing useful.
+warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices fetched from your dataloader")
 
 
 def format_row(row: dict[str, Any], jsonl: bool) -> str:
@@ -25,9 +30,16 @@ class PredictionWriter(BasePredictionWriter):
     """Streams prediction rows to ``output`` in input order.
 
     Rows arrive per batch and may be out of order (length-sorted batches); they wait in a heap
-    until every earlier index is written, so memory holds only the reordering window. The file
-    is written under a temporary name and renamed at the end: an interrupted predict leaves no
-    half file under the output name.
+    until every earlier index is written, so memory holds only the reordering window (at most a
+    chunk of the streamed input per DataLoader worker), never the whole output. The file is written
+    under a temporary name and renamed at the end: an interrupted predict leaves no half file under
+    the output name.
+
+    Under DDP, process ``r`` of ``w`` is expected to predict the indices ``r, r + w, r + 2w, ...``
+    (how the streamed translation input and Lightning's distributed samplers share the rows). Each
+    process writes its rows, in index order, as JSON lines to its own shard; at the end rank 0
+    merges the shards by index (a k-way merge that reads one line of each shard at a time) into the
+    output. Rows that arrive twice (a padding sampler repeats some) are written once.
 
     Args:
         output: the output file; ``.jsonl`` writes JSON lines (input, output, score, nbest), any
@@ -41,19 +53,26 @@ class PredictionWriter(BasePredictionWriter):
         self._tmp = self.output.with_name(f".{self.output.name}.partial")
         self._file: TextIO | None = None
         self._heap: list[tuple[int, int, dict[str, Any]]] = []
-        self._next = 0
         self._seq = 0
-        self.written = 0
         self._world, self._rank = 1, 0
+        self._expect = 0  # the next index this process will write
+        self._last = -1  # the last index it wrote
+        self.written = 0  # lines written to the output file
+
+    @property
+    def pending(self) -> int:
+        """Rows received but not yet written (waiting for an earlier index)."""
+        return len(self._heap)
 
     def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        self._world = getattr(trainer, "world_size", 1)
-        self._rank = getattr(trainer, "global_rank", 0)
+        self._world = int(getattr(trainer, "world_size", 1))
+        self._rank = int(getattr(trainer, "global_rank", 0))
         # under DDP every process writes its own shard of raw rows; rank 0 merges them at the end
         path = self._tmp if self._world == 1 else self._shard(self._rank)
         self._file = open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 - open across hooks
-        self._heap, self._next, self.written = [], 0, 0
+        self._heap, self._seq, self.written = [], 0, 0
+        self._expect, self._last = self._rank, -1
 
     def _shard(self, rank: int) -> Path:
         return self.output.with_name(f".{self.output.name}.rank{rank}.partial")
@@ -61,59 +80,54 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: Any, batch_indices: Any, batch: Any,
                            batch_idx: int, dataloader_idx: int) -> None:
         assert self._file is not None
-        if self._world > 1:
-            for row in prediction:
-                self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
-            return
         for row in prediction:
             self._seq += 1
             heapq.heappush(self._heap, (int(row["index"]), self._seq, row))
         self._flush()
 
     def _flush(self, final: bool = False) -> None:
+        """Write the rows whose turn has come (all of them, in index order, when ``final``)."""
         assert self._file is not None
-        while self._heap and (final or self._heap[0][0] <= self._next):
+        while self._heap and (final or self._heap[0][0] <= self._expect):
             index, _, row = heapq.heappop(self._heap)
-            if index < self._next:
+            if index <= self._last:
                 continue  # a duplicate (a padded distributed sampler repeats rows)
-            self._file.write(format_row(row, self.jsonl) + "\n")
-            self.written += 1
-            self._next = index + 1
+            if self._world == 1:
+                self._file.write(format_row(row, self.jsonl) + "\n")
+                self.written += 1
+            else:
+                self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._last, self._expect = index, index + self._world
 
     def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
         if self._file is None:
             return
-        if self._world == 1:
-            self._flush(final=True)
-            self._file.close()
-            self._file = None
-            os.replace(self._tmp, self.output)
-            return
+        self._flush(final=True)
         self._file.close()
         self._file = None
+        if self._world == 1:
+            os.replace(self._tmp, self.output)
+            return
         trainer.strategy.barrier("prediction-shards-written")
         if self._rank == 0:
             self._merge_shards()
         trainer.strategy.barrier("prediction-merged")
 
     def _merge_shards(self) -> None:
-        """k-way merge of the per-process shards by input index, dropping the rows a padded
-        distributed sampler repeated."""
+        """k-way merge of the per-process shards (each sorted by index) into the output, streaming,
+        dropping the rows a padded distributed sampler repeated."""
         shards = [self._shard(r) for r in range(self._world)]
         files = [open(p, encoding="utf-8") for p in shards]  # noqa: SIM115 - closed in finally
         try:
             streams = [((int(r["index"]), k, r) for r in map(json.loads, f)) for k, f in enumerate(files)]
+            last = -1
             with open(self._tmp, "w", encoding="utf-8", newline="\n") as out:
-                self._file = out
-                self._next = 0
-                for item in heapq.merge(*streams, key=lambda x: (x[0], x[1])):
-                    index, _, row = item
-                    if index < self._next:
+                for index, _, row in heapq.merge(*streams, key=lambda x: (x[0], x[1])):
+                    if index <= last:
                         continue
                     out.write(format_row(row, self.jsonl) + "\n")
                     self.written += 1
-                    self._next = index + 1
-            self._file = None
+                    last = index
         finally:
             for f in files:
                 f.close()
