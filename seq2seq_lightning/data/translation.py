@@ -7,7 +7,8 @@ A split is given by a path of one of two forms:
   line-aligned files, e.g. ``data/train.{lang}.gz`` -> ``data/train.de.gz`` and ``data/train.en.gz``.
 
 The predict input is plain lines (or, for a ``{lang}`` pattern, the source-language file): every line
-gets one row, empty lines included, so a writer can emit exactly one result per input line.
+gets one row, empty lines included, so a writer can emit exactly one result per input line. It is
+streamed (:mod:`seq2seq_lightning.data.predict_stream`): memory does not grow with the input's size.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from seq2seq_lightning.data.batching import BucketBatchSampler, collate_translation
 from seq2seq_lightning.data.loader import ResumableDataLoader
+from seq2seq_lightning.data.predict_stream import PredictLoader, StreamingPredictDataset
 from seq2seq_lightning.data.text import filter_pairs, read_lines, read_parallel, read_tsv
 from seq2seq_lightning.data.tokenizer import Tokenizer
 
@@ -186,7 +188,7 @@ class TranslationDataModule(L.LightningDataModule):
         self._tokenizer_json: dict[str, str] | None = dict(tokenizers) if tokenizers is not None else None
         self._tokenizer_objects: dict[str, Tokenizer] | None = None
         self._pairs: dict[str, list[tuple[str, str]]] = {}
-        self.datasets: dict[str, TranslationDataset] = {}
+        self.datasets: dict[str, TranslationDataset | StreamingPredictDataset] = {}
         self.skipped: dict[str, dict[str, int]] = {}  # split -> reason -> count (training pairs)
         self.truncated: dict[str, int] = {}  # split -> rows whose ids were truncated
 
@@ -211,12 +213,16 @@ class TranslationDataModule(L.LightningDataModule):
             f"{split}_path {path!r} is neither a .tsv/.tsv.gz file nor a pattern containing '{{lang}}'"
         )
 
-    def load_predict_lines(self) -> list[str]:
-        """The predict inputs, one per line."""
+    def predict_file(self) -> str:
+        """The file the predict inputs are read from (a ``{lang}`` pattern names the source side)."""
         path = self.paths["predict"]
         if path is None:
             raise ValueError("no predict_path was given")
-        return read_lines(path.replace("{lang}", self.source_lang))
+        return path.replace("{lang}", self.source_lang)
+
+    def load_predict_lines(self) -> list[str]:
+        """The predict inputs, one per line, all in memory (predicting itself streams them)."""
+        return read_lines(self.predict_file())
 
     # ------------------------------------------------------------------ tokenizers
     @property
@@ -322,12 +328,19 @@ class TranslationDataModule(L.LightningDataModule):
             self._note_truncation(split, truncated, len(pairs))
         return TranslationDataset(source_ids, target_ids, sources, targets, rows)
 
-    def _build_predict(self) -> TranslationDataset:
-        lines = self.load_predict_lines()
-        tok = self.source_tokenizer
-        source_ids, lengths = RaggedIds.encode(tok, lines, [], [tok.eos_id], self.max_source_len)
-        self._note_truncation("predict", sum(n > self.max_source_len for n in lengths), len(lines))
-        return TranslationDataset(source_ids, None, lines, None)
+    def _build_predict(self) -> StreamingPredictDataset:
+        """The predict input as a stream; nothing is read yet (a missing file is an error now).
+
+        Truncation is counted while the stream is read: ``truncated["predict"]`` is set, with one
+        warning, when an iteration of :meth:`predict_dataloader` ends.
+        """
+        return StreamingPredictDataset(
+            self.predict_file(),
+            self.source_tokenizer,
+            batch_size=self.eval_batch_size,
+            max_source_len=self.max_source_len,
+            pad_id=self.pad_id,
+        )
 
     def _note_truncation(self, split: str, count: int, total: int) -> None:
         self.truncated[split] = count
@@ -341,8 +354,8 @@ class TranslationDataModule(L.LightningDataModule):
                 self.max_target_len,
             )
 
-    def dataset(self, split: str) -> TranslationDataset:
-        """The dataset of ``split``, set up on demand."""
+    def dataset(self, split: str) -> TranslationDataset | StreamingPredictDataset:
+        """The dataset of ``split``, set up on demand ("predict": a stream of ready batches)."""
         if split not in self.datasets:
             stage = {"train": "fit", "val": "validate", "test": "test", "predict": "predict"}[split]
             self.setup(stage)
@@ -389,8 +402,17 @@ class TranslationDataModule(L.LightningDataModule):
         return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        # Input order, so results can be written as they come; every batch carries "index".
-        return self._loader(self.dataset("predict"), batch_size=self.eval_batch_size, shuffle=False)
+        # Streamed, length-sorted within chunks; every batch carries "index" and the writer restores
+        # input order. Under DDP each process predicts its own share of the lines.
+        dataset = self.dataset("predict")
+        assert isinstance(dataset, StreamingPredictDataset)
+        if self.trainer is not None:
+            dataset.rank, dataset.world_size = self.trainer.global_rank, self.trainer.world_size
+        return PredictLoader(
+            dataset,
+            on_end=lambda truncated, rows: self._note_truncation("predict", truncated, rows),
+            num_workers=self.num_workers,
+        )
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:

@@ -162,16 +162,24 @@ def test_predict_keeps_every_line_and_truncates_with_a_count(
     reader = TranslationDataModule(
         predict_path=str(path), max_source_len=12, eval_batch_size=2, tokenizers=dm.tokenizers
     )
+    reader.setup("predict")
+    assert "predict" not in reader.truncated  # streamed: counted while read
     with caplog.at_level(logging.WARNING):
-        reader.setup("predict")
+        batches = list(reader.predict_dataloader())
     assert reader.truncated["predict"] == 1
-    assert any("truncated 1 of 6 predict" in record.getMessage() for record in caplog.records)
-    batches = list(reader.predict_dataloader())
-    assert [i for b in batches for i in b["index"].tolist()] == list(range(6))  # input order
-    assert [t for b in batches for t in b["source_text"]] == lines
-    lengths = [n for b in batches for n in b["source_lengths"].tolist()]
-    assert lengths == [10, 1, 13, 4, 1, 6]  # tokens + EOS; the long line cut to 12 tokens
+    assert [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()] == [
+        "truncated 1 of 6 predict inputs to max_source_len=12 / max_target_len=200 tokens"
+    ]  # one warning with the total
+    rows = sorted(
+        (i, t, n)
+        for b in batches
+        for i, t, n in zip(b["index"].tolist(), b["source_text"], b["source_lengths"].tolist())
+    )  # batches are length-sorted; each row carries its line number
+    assert [i for i, _, _ in rows] == list(range(6))
+    assert [t for _, t, _ in rows] == lines
+    assert [n for _, _, n in rows] == [10, 1, 13, 4, 1, 6]  # tokens + EOS; the long line cut to 12 tokens
     for batch in batches:
+        assert "truncated" not in batch
         check_batch(reader, batch, with_target=False)
         assert batch["target_text"] == [""] * len(batch["index"])
 
@@ -257,7 +265,8 @@ def test_with_a_lightning_trainer(tmp_path: Path) -> None:
     assert orders[0] != orders[1] != orders[2]  # a new order each epoch
     (path := tmp_path / "in.txt").write_text("Hallo\n\ndie Katze\n", encoding="utf-8")
     predictor = TranslationDataModule(predict_path=str(path), eval_batch_size=2, tokenizers=dm.tokenizers)
-    assert trainer.predict(model, predictor) == [[0, 1], [2]]
+    # streamed and length-sorted: the empty line first; each row carries its line number
+    assert trainer.predict(model, predictor) == [[1, 0], [2]]
 
 
 def test_too_many_bad_training_pairs_is_an_error(tmp_path) -> None:
