@@ -14,10 +14,13 @@ PY="${PYTHON:-python3}"
 TORCH_VERSION=2.14.1
 JOEYNMT_VERSION=2.3.0
 # What joeynmt 2.3.0 imports when training/testing/translating (checked against its source):
-RUNTIME_DEPS=(numpy pyyaml sacrebleu subword-nmt sentencepiece tensorboard
+RUNTIME_DEPS=(numpy pyyaml sacrebleu subword-nmt "sentencepiece==0.2.0" tensorboard
               matplotlib seaborn pillow packaging importlib-metadata)
 # joeynmt/helpers.py does `import importlib_metadata`, which its wheel does not declare.
 UNDECLARED_DEPS=(importlib-metadata)
+# joeynmt/tokenizers.py calls SentencePieceProcessor.SetVocabulary, which sentencepiece >= 0.2.1
+# no longer has (AttributeError when a sentencepiece model is used): pin the release of its time.
+SENTENCEPIECE_VERSION=0.2.0
 
 if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
@@ -33,11 +36,14 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
 fi
 
 if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('joeynmt') != '$JOEYNMT_VERSION')" 2>/dev/null; then
-    if ! pip_install "joeynmt==$JOEYNMT_VERSION" "torch==$TORCH_VERSION"; then
+    if ! pip_install "joeynmt==$JOEYNMT_VERSION" "torch==$TORCH_VERSION" "sentencepiece==$SENTENCEPIECE_VERSION"; then
         echo "setup_joeynmt: full dependency install failed; using --no-deps + runtime subset" >&2
         pip_install "${RUNTIME_DEPS[@]}" "torch==$TORCH_VERSION"
         pip_install --no-deps "joeynmt==$JOEYNMT_VERSION"
     fi
+fi
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('sentencepiece') != '$SENTENCEPIECE_VERSION')" 2>/dev/null; then
+    pip_install "sentencepiece==$SENTENCEPIECE_VERSION"
 fi
 if ! "$VENV/bin/python" -c "import importlib_metadata" 2>/dev/null; then
     pip_install "${UNDECLARED_DEPS[@]}"
@@ -53,5 +59,7 @@ for name in ("torch", "joeynmt", "sacrebleu", "subword-nmt", "sentencepiece", "n
     except m.PackageNotFoundError:
         print(name, "(not installed)")
 import joeynmt.training, joeynmt.prediction  # noqa: E401,F401  (fails loudly if a runtime dep is missing)
+import sentencepiece
+assert hasattr(sentencepiece.SentencePieceProcessor, "SetVocabulary"), "joeynmt needs SetVocabulary"
 print("import joeynmt: ok")
 PY
