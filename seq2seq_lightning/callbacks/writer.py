@@ -11,10 +11,6 @@ from typing import Any, TextIO
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-# Lightning looks for the indices of each predict batch in a batch sampler, which a streamed input
-# has none of; this writer takes the indices from the rows, so the warning says nothing useful.
-warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices fetched from your dataloader")
-
 
 def format_row(row: dict[str, Any], jsonl: bool) -> str:
     """One output line for a prediction row (no trailing newline)."""
@@ -65,6 +61,9 @@ class PredictionWriter(BasePredictionWriter):
         return len(self._heap)
 
     def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
+        # Lightning looks for each batch's indices in a batch sampler, which a streamed input has none
+        # of; this writer takes the indices from the rows, so that warning says nothing useful.
+        warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices fetched from your dataloader")
         self.output.parent.mkdir(parents=True, exist_ok=True)
         self._world = int(getattr(trainer, "world_size", 1))
         self._rank = int(getattr(trainer, "global_rank", 0))

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
+
+import pytest
 
 from seq2seq_lightning.callbacks.writer import PredictionWriter
 
@@ -99,3 +102,48 @@ def test_exception_removes_partial_files(tmp_path: Path) -> None:
     feed(writer, t, [[0, 1]])
     writer.on_exception(t, None, RuntimeError("stop"))
     assert not out.exists() and not list(tmp_path.glob(".*.partial"))
+
+
+class _Echo:
+    """A LightningModule (built lazily) whose predictions echo the input reversed."""
+
+    @staticmethod
+    def make():
+        import lightning as L
+        import torch
+
+        class Echo(L.LightningModule):
+            def __init__(self) -> None:
+                super().__init__()
+                self.w = torch.nn.Linear(1, 1)
+
+            def predict_step(self, batch, batch_idx):
+                return [{"index": int(i), "input": t, "output": t[::-1], "score": 0.0, "nbest": []}
+                        for i, t in zip(batch["index"], batch["source_text"])]
+
+        return Echo()
+
+
+@pytest.mark.parametrize("n", [0, 1, 300])
+def test_streamed_input_through_a_trainer(tmp_path: Path, n: int) -> None:
+    import lightning as L
+
+    from seq2seq_lightning.data.tokenizer import Tokenizer
+    from seq2seq_lightning.data.translation import TranslationDataModule
+
+    lines = [("abc " * (i % 5)).strip() + str(i % 3) if i % 7 else "" for i in range(n)]
+    src = tmp_path / "in.txt"
+    src.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    tok = Tokenizer.train(["abc 012"], kind="char", vocab_size=50).to_json()
+    dm = TranslationDataModule(predict_path=str(src), eval_batch_size=4, tokenizers={"source": tok, "target": tok})
+    dm.setup("predict")
+    dm.dataset("predict").chunk_batches = 5  # chunks of 20 lines
+    out = tmp_path / "out.txt"
+    writer = PredictionWriter(out)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[writer], default_root_dir=tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        assert trainer.predict(_Echo.make(), dm, return_predictions=False) is None
+    assert not [w for w in caught if "batch indices" in str(w.message)]  # the writer needs none
+    assert out.read_text(encoding="utf-8").splitlines() == [line[::-1] for line in lines]  # empty input: empty file
+    assert writer.written == n and writer.pending == 0
