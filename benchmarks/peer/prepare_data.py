@@ -60,20 +60,18 @@ def train_spm(train_file: Path, prefix: Path, vocab_size: int) -> dict:
     """Learn one BPE model (deterministic: BPE training samples nothing with the whole file as input)."""
     import sentencepiece as spm
 
-    options = dict(
-        input=str(train_file),
-        model_prefix=str(prefix),
-        model_type="bpe",
-        vocab_size=vocab_size,
-        character_coverage=1.0,
-        normalization_rule_name="identity",
-        unk_id=SPECIALS["unk"][0], unk_piece=SPECIALS["unk"][1],
-        pad_id=SPECIALS["pad"][0], pad_piece=SPECIALS["pad"][1],
-        bos_id=SPECIALS["bos"][0], bos_piece=SPECIALS["bos"][1],
-        eos_id=SPECIALS["eos"][0], eos_piece=SPECIALS["eos"][1],
-        num_threads=1,
-        minloglevel=2,
-    )
+    options = {
+        "input": str(train_file),
+        "model_prefix": str(prefix),
+        "model_type": "bpe",
+        "vocab_size": vocab_size,
+        "character_coverage": 1.0,
+        "normalization_rule_name": "identity",
+        **{f"{name}_id": idx for name, (idx, _) in SPECIALS.items()},
+        **{f"{name}_piece": piece for name, (_, piece) in SPECIALS.items()},
+        "num_threads": 1,
+        "minloglevel": 2,
+    }
     spm.SentencePieceTrainer.train(**options)
     return {k: v for k, v in options.items() if k not in ("input", "model_prefix")}
 

@@ -66,34 +66,24 @@ ARGS = parse_args()
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = str(ARGS.threads)  # before torch is imported
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
-
-import joeynmt.builders  # noqa: E402
-import joeynmt.prediction  # noqa: E402
-from joeynmt.config import parse_global_args, set_validation_args  # noqa: E402
-from joeynmt.helpers_for_ddp import get_logger  # noqa: E402
-from joeynmt.prediction import predict, prepare  # noqa: E402
-from joeynmt.training import TrainManager  # noqa: E402
+import joeynmt.builders
+import torch
+import yaml
+from joeynmt.config import parse_global_args, set_validation_args
+from joeynmt.helpers_for_ddp import get_logger
+from joeynmt.prediction import predict, prepare
+from joeynmt.training import TrainManager
 
 
-# -- compatibility shims for torch 2.14.1 (recorded in README.md) --------------------------------
+# -- compatibility shim for torch 2.14.1 (recorded in README.md) ---------------------------------
 class _ReduceLROnPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
-    """JoeyNMT 2.3.0 passes ``verbose=False``, an argument torch >= 2.7 no longer accepts."""
+    """JoeyNMT 2.3.0 passes ``verbose=False``, an argument torch 2.14.1 no longer accepts."""
 
-    def __init__(self, *args, verbose=None, **kwargs):  # noqa: ARG002
+    def __init__(self, *args, verbose=None, **kwargs):
         super().__init__(*args, **kwargs)
 
 
 joeynmt.builders.ReduceLROnPlateau = _ReduceLROnPlateau
-
-
-def _load_checkpoint(path: Path, map_location=None) -> dict:
-    """JoeyNMT's loader relies on torch.load's old ``weights_only=False`` default; these are our own files."""
-    return torch.load(path, map_location=map_location, weights_only=False)
-
-
-joeynmt.prediction.load_checkpoint = _load_checkpoint
 
 
 # -- helpers --------------------------------------------------------------------------------------
