@@ -1,0 +1,77 @@
+"""Shared helpers of the benchmark scripts: one JSON line per figure, the machine, Multi30k paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+MULTI30K = Path(os.environ.get("MULTI30K_DIR", REPO.parent / "shared" / "data" / "multi30k"))
+
+
+def machine() -> str:
+    """A short description of where the figures were measured."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()}-core {cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def emit(benchmark: str, figure: str, value: float, unit: str, goal: str = "", **extra: object) -> None:
+    """Print one figure as a JSON line (benchmark, figure, value, unit, goal, machine, ...)."""
+    row = {"benchmark": benchmark, "figure": figure, "value": round(float(value), 4), "unit": unit, "goal": goal}
+    row.update(extra)
+    row["machine"] = machine()
+    print(json.dumps(row), flush=True)
+
+
+def trimmed_mean(values: list[float], trim: float = 0.1) -> float:
+    """Mean of the values with the highest and lowest ``trim`` share dropped (robust to stray pauses)."""
+    ordered = sorted(values)
+    k = int(len(ordered) * trim)
+    kept = ordered[k : len(ordered) - k] or ordered
+    return statistics.fmean(kept)
+
+
+def multi30k(split: str, lang: str) -> Path:
+    """Path of a Multi30k split file, e.g. multi30k("test_2016_flickr", "de")."""
+    path = MULTI30K / f"{split}.{lang}.gz"
+    if not path.exists():
+        raise SystemExit(f"Multi30k file {path} not found; set MULTI30K_DIR to the folder holding it")
+    return path
+
+
+def multi30k_data(source_lang: str = "de", target_lang: str = "en", **kwargs: object):
+    """The TranslationDataModule of configs/translation/multi30k_de_en.yaml (BPE 8000, batch 128)."""
+    from seq2seq_lightning.data.translation import TranslationDataModule
+
+    options = dict(train_path=str(MULTI30K / "train.{lang}.gz"), val_path=str(MULTI30K / "val.{lang}.gz"),
+                   test_path=str(MULTI30K / "test_2016_flickr.{lang}.gz"), source_lang=source_lang,
+                   target_lang=target_lang, tokenizer="bpe", vocab_size=8000, batch_size=128,
+                   eval_batch_size=200, max_source_len=100, max_target_len=100)
+    options.update(kwargs)
+    multi30k("train", source_lang)
+    return TranslationDataModule(**options)
+
+
+def multi30k_model(tokenizers: dict[str, str], config: str = "configs/translation/multi30k_de_en.yaml"):
+    """A fresh TranslationModule with the architecture, loss and strategy of a shipped config."""
+    import yaml
+
+    from seq2seq_lightning import TranslationModule
+
+    init = yaml.safe_load((REPO / config).read_text())["model"]["init_args"]
+    keep = {k: init[k] for k in ("encoder", "decoder", "strategy", "label_smoothing") if k in init}
+    return TranslationModule(tokenizers=tokenizers, **keep)
