@@ -1,0 +1,60 @@
+"""Multi30k quality: train a shipped config with `seq2seq fit`, then `seq2seq test` its best checkpoint.
+
+Prints the training wall time and peak RSS of the fit process, and test/bleu (sacreBLEU, cased, on
+test_2016_flickr) with beam 5 (the config's strategy) and with greedy search.
+
+    python benchmarks/multi30k_quality.py [--config configs/translation/multi30k_de_en.yaml] [--root DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import REPO, emit
+
+
+def seq2seq(*args: str) -> tuple[str, float, float]:
+    """(stdout, wall seconds, peak RSS MB) of one CLI process."""
+    cmd = [str(Path(sys.executable).parent / "seq2seq"), *args]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out[-3000:]}")
+    return out, time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
+def test_bleu(out: str) -> float:
+    match = re.search(r"test/bleu\s*│\s*([0-9.]+)", out)
+    if not match:
+        raise SystemExit(f"no test/bleu in the output:\n{out[-2000:]}")
+    return float(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/translation/multi30k_de_en.yaml")
+    parser.add_argument("--root", default="runs/multi30k_quality")
+    args = parser.parse_args()
+    common = ["-c", args.config, f"--trainer.default_root_dir={args.root}"]
+    _, seconds, rss = seq2seq("fit", *common, "--trainer.enable_progress_bar=false")
+    best = max((REPO / args.root).rglob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    name = Path(args.config).stem
+    emit("multi30k", f"{name}: fit wall time (12 epochs, validation each epoch)", seconds / 60, "min", "<= 60")
+    emit("multi30k", f"{name}: fit peak RSS", rss, "MB")
+    for strategy, goal in (("beam", ">= 30"), ("greedy", "")):
+        out, _, _ = seq2seq("test", *common, "--ckpt_path", str(best), "--trainer.logger=false",
+                            "--trainer.enable_progress_bar=false", *(["--model.strategy=greedy"] if strategy == "greedy" else []))
+        emit("multi30k", f"{name}: test/bleu, {'beam 5' if strategy == 'beam' else 'greedy'}", test_bleu(out), "BLEU",
+             goal, checkpoint=best.name)
+
+
+if __name__ == "__main__":
+    main()
