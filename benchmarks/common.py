@@ -57,10 +57,10 @@ def multi30k_data(source_lang: str = "de", target_lang: str = "en", **kwargs: ob
     """The TranslationDataModule of configs/translation/multi30k_de_en.yaml (BPE 8000, batch 128)."""
     from seq2seq_lightning.data.translation import TranslationDataModule
 
-    options = dict(train_path=str(MULTI30K / "train.{lang}.gz"), val_path=str(MULTI30K / "val.{lang}.gz"),
-                   test_path=str(MULTI30K / "test_2016_flickr.{lang}.gz"), source_lang=source_lang,
-                   target_lang=target_lang, tokenizer="bpe", vocab_size=8000, batch_size=128,
-                   eval_batch_size=200, max_source_len=100, max_target_len=100)
+    options = {"train_path": str(MULTI30K / "train.{lang}.gz"), "val_path": str(MULTI30K / "val.{lang}.gz"),
+               "test_path": str(MULTI30K / "test_2016_flickr.{lang}.gz"), "source_lang": source_lang,
+               "target_lang": target_lang, "tokenizer": "bpe", "vocab_size": 8000, "batch_size": 128,
+               "eval_batch_size": 200, "max_source_len": 100, "max_target_len": 100}
     options.update(kwargs)
     multi30k("train", source_lang)
     return TranslationDataModule(**options)

@@ -16,8 +16,8 @@ import argparse
 import time
 
 import torch
-
 from common import emit, multi30k
+
 from seq2seq_lightning import TranslationModule
 from seq2seq_lightning.data.text import read_lines
 

@@ -11,12 +11,12 @@ between the starts of consecutive steps, so data fetching and the loop's own wor
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-
 from common import emit, multi30k_data, multi30k_model, trimmed_mean
 
 
@@ -65,7 +65,7 @@ def hand_run(data, steps: int) -> list[float]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
     starts.append(time.perf_counter())
-    return [b - a for a, b in zip(starts, starts[1:])]
+    return [b - a for a, b in itertools.pairwise(starts)]
 
 
 def main() -> None:

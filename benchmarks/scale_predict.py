@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from common import REPO, emit
+
 from seq2seq_lightning.data.dates import generate_dates
 
 GOAL_RSS_MB = 1536
