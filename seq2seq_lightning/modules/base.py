@@ -136,13 +136,19 @@ class Seq2SeqModule(L.LightningModule):
 
     @torch.no_grad()
     def search(self, batch: dict[str, Any], strategy: SearchStrategy | None = None) -> list[list[Hypothesis]]:
-        """Decode a batch; rows sharing a length limit are searched together (a row's result never
-        depends on the rest of its batch)."""
+        """Decode a batch. A strategy with ``row_limits`` searches all rows at once, each stopping at
+        its own length limit; for others, rows sharing a limit are searched together. Either way a
+        row's result never depends on the rest of its batch."""
         strategy = strategy or self.strategy
         enc = self.encode(batch)
+        tok = self.target_tokenizer
+        if getattr(strategy, "row_limits", False):  # one search, each row stopping at its own limit
+            limits_t = self.max_lengths(batch)
+            state = self.decoder.init_state(enc)
+            return strategy.search(self.decoder, state, batch_size=int(limits_t.numel()), bos=tok.bos_id,
+                                   eos=tok.eos_id, max_len=int(limits_t.max()), max_lens=limits_t)
         limits = self.max_lengths(batch).tolist()
         results: list[list[Hypothesis]] = [[] for _ in limits]
-        tok = self.target_tokenizer
         for limit in sorted(set(limits)):
             rows = [i for i, x in enumerate(limits) if x == limit]
             index = torch.tensor(rows, device=enc.memory.device)

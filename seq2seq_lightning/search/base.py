@@ -45,7 +45,14 @@ class StepDecoder(Protocol):
 
 
 class SearchStrategy(ABC):
-    """Base class of all search strategies."""
+    """Base class of all search strategies.
+
+    A strategy that sets ``row_limits = True`` also takes ``max_lens`` in :meth:`search`: a (B,) long
+    tensor of per-row step limits (each at most ``max_len``), so rows with different limits are
+    searched in one batch. Without it (the default), callers search rows that share a limit together.
+    """
+
+    row_limits: bool = False
 
     @abstractmethod
     def search(self, decoder: StepDecoder, state: Any, *, batch_size: int, bos: int, eos: int,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -15,6 +15,7 @@ from seq2seq_lightning.search.functional import (
     forbid_token,
     infer_device,
     length_normalize,
+    row_limits,
 )
 
 
@@ -89,22 +90,36 @@ class BeamSearch(SearchStrategy):
     a beam wide enough to keep every prefix returns exactly the exhaustive-search n-best. With
     ``beam_size=1`` it gives greedy search's output.
 
+    With ``length_penalty > 0`` that exact rule must assume a live hypothesis may still grow to
+    ``max_len`` tokens at no cost, so rows usually run to ``max_len``. ``stopping="early"`` instead
+    bounds a live hypothesis by the score it would get if EOS came next at no cost (its log-prob over
+    its length plus one), the rule most toolkits use: far fewer steps, and the same output except
+    where a long continuation would have overtaken. With ``length_penalty <= 0`` both rules are the
+    same.
+
     Args:
         beam_size: number of live hypotheses kept per row.
         length_penalty: exponent of the length normalization; 0 ranks by raw log-probability,
             larger values favour longer outputs.
         n_best: number of hypotheses returned per row, best first; at most ``beam_size``.
         min_len: EOS is forbidden until this many tokens have been generated.
+        stopping: when a row stops: ``"exact"`` (provably no better hypothesis remains) or
+            ``"early"`` (none remains if each live one ended at its next step).
     """
 
+    row_limits = True
+
     def __init__(self, beam_size: int = 4, length_penalty: float = 0.0, n_best: int = 1,
-                 min_len: int = 0) -> None:
+                 min_len: int = 0, stopping: Literal["exact", "early"] = "exact") -> None:
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         if not 1 <= n_best <= beam_size:
             raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), got {n_best}")
         if min_len < 0:
             raise ValueError(f"min_len must be >= 0, got {min_len}")
+        if stopping not in ("exact", "early"):
+            raise ValueError(f"stopping must be 'exact' or 'early', got {stopping!r}")
+        self.stopping = stopping
         self.beam_size = beam_size
         self.length_penalty = float(length_penalty)
         self.n_best = n_best
@@ -112,10 +127,11 @@ class BeamSearch(SearchStrategy):
 
     @torch.no_grad()
     def search(self, decoder: StepDecoder, state: Any, *, batch_size: int, bos: int, eos: int,
-               max_len: int) -> list[list[Hypothesis]]:
+               max_len: int, max_lens: Tensor | None = None) -> list[list[Hypothesis]]:
         check_max_len(max_len)
         B, K, T, pen = batch_size, self.beam_size, max_len, self.length_penalty
         device = infer_device(decoder, state)
+        limit = row_limits(max_lens, B, T, device)  # (B,) steps allowed per row
         if K > 1:  # one decoder row per (batch row, beam)
             state = decoder.reorder_state(state, torch.arange(B, device=device).repeat_interleave(K))
         tokens = torch.full((B * K,), bos, dtype=torch.long, device=device)  # (A*K,)
@@ -163,14 +179,19 @@ class BeamSearch(SearchStrategy):
                 beam_att = _pick(beam_att, l_origin)
                 beam_att[:, :, t] = _pick(att, l_origin)
 
-            if t + 1 == T:  # close the live hypotheses as they are: no EOS term, L = max_len
-                c_score = length_normalize(beam_lp, T, pen).masked_fill(~torch.isfinite(beam_lp), NEG_INF)
-                finished.add(active, c_score, beam_lp, beam_tok, torch.full_like(l_tok, T), beam_att)
-                break
+            # Rows at their step limit close their live hypotheses as they are: no EOS term, L = t + 1.
+            row_t = limit[active]  # (A,)
+            closing = row_t == t + 1  # (A,)
+            if bool(closing.any()):
+                c_lp = beam_lp[closing]
+                c_score = length_normalize(c_lp, t + 1, pen).masked_fill(~torch.isfinite(c_lp), NEG_INF)
+                finished.add(active[closing], c_score, c_lp, beam_tok[closing], torch.full_like(c_lp, t + 1,
+                             dtype=torch.long), None if beam_att is None else beam_att[closing])
 
             # A row is done when no live hypothesis can reach its n-th best finished score.
-            bound = best_reachable_score(beam_lp, t + 1, pen, T).amax(dim=1)  # (A,)
-            done = finished.nth_score(active) >= bound  # (A,)
+            horizon = row_t if self.stopping == "exact" else row_t.clamp(max=t + 2)  # longest length allowed
+            bound = best_reachable_score(beam_lp, t + 1, pen, horizon[:, None]).amax(dim=1)  # (A,)
+            done = closing | (finished.nth_score(active) >= bound)  # (A,)
             keep = (~done).nonzero().squeeze(1)  # (A',)
             if keep.numel() == 0:
                 break  # every row is done: no more decoder calls
@@ -182,5 +203,5 @@ class BeamSearch(SearchStrategy):
             if K > 1 or keep.numel() < A:
                 state = decoder.reorder_state(state, (keep[:, None] * K + l_origin).view(-1))
             tokens = l_tok.reshape(-1)
-        # EOS-terminated hypotheses have fewer than T tokens, closed ones exactly T.
-        return finished.to_hypotheses(finished.length < T)
+        # EOS-terminated hypotheses have fewer tokens than their row's limit, closed ones exactly that many.
+        return finished.to_hypotheses(finished.length < limit[:, None])

@@ -59,21 +59,24 @@ def length_normalize(log_prob: Tensor, length: int | Tensor, penalty: float) -> 
         return log_prob
     if not isinstance(length, Tensor):
         length = torch.tensor(float(length), device=log_prob.device)
-    return log_prob / length.to(log_prob.dtype) ** penalty
+    return log_prob / length.to(device=log_prob.device, dtype=log_prob.dtype) ** penalty
 
 
-def best_reachable_score(log_prob: Tensor, length: int, penalty: float, max_len: int) -> Tensor:
+def best_reachable_score(log_prob: Tensor, length: int, penalty: float, max_len: int | Tensor) -> Tensor:
     """Upper bound on the final score of live hypotheses with ``length`` tokens so far.
 
     log_prob (...,) float (<= 0, -inf for dead hypotheses) -> (...,). A log-prob only decreases as
     tokens are added, so with ``penalty > 0`` the best case divides by the longest length ``max_len``,
     with ``penalty == 0`` it is the log-prob itself, and with ``penalty < 0`` it is one token (EOS) away.
+    ``max_len`` is an int or a tensor broadcastable to ``log_prob`` (a limit per row).
     """
+    if penalty == 0:
+        return log_prob
     if penalty > 0:
         return length_normalize(log_prob, max_len, penalty)
-    if penalty < 0:
-        return length_normalize(log_prob, min(length + 1, max_len), penalty)
-    return log_prob
+    if isinstance(max_len, Tensor):
+        return length_normalize(log_prob, max_len.clamp(max=length + 1), penalty)
+    return length_normalize(log_prob, min(length + 1, max_len), penalty)
 
 
 def _first_tensor(obj: Any) -> Tensor | None:
@@ -108,3 +111,15 @@ def check_max_len(max_len: int) -> None:
     """Raise a ValueError unless ``max_len`` allows at least one decoding step."""
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1 (decoding steps, EOS included), got {max_len}")
+
+
+def row_limits(max_lens: Tensor | None, batch_size: int, max_len: int, device: torch.device) -> Tensor:
+    """(B,) long: each row's own step limit (``max_lens``, checked) or ``max_len`` for every row."""
+    if max_lens is None:
+        return torch.full((batch_size,), max_len, dtype=torch.long, device=device)
+    limits = torch.as_tensor(max_lens, dtype=torch.long).to(device)
+    if limits.shape != (batch_size,):
+        raise ValueError(f"max_lens must have shape ({batch_size},), got {tuple(limits.shape)}")
+    if batch_size and (int(limits.min()) < 1 or int(limits.max()) > max_len):
+        raise ValueError(f"max_lens must lie within [1, max_len={max_len}], got {limits.tolist()}")
+    return limits

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from seq2seq_lightning.search.base import Hypothesis, SearchStrategy, StepDecoder, last_attention
-from seq2seq_lightning.search.functional import check_max_len, forbid_token, infer_device
+from seq2seq_lightning.search.functional import check_max_len, forbid_token, infer_device, row_limits
 
 
 class GreedySearch(SearchStrategy):
@@ -22,6 +22,8 @@ class GreedySearch(SearchStrategy):
         min_len: EOS is forbidden until this many tokens have been generated.
     """
 
+    row_limits = True
+
     def __init__(self, min_len: int = 0) -> None:
         if min_len < 0:
             raise ValueError(f"min_len must be >= 0, got {min_len}")
@@ -29,14 +31,15 @@ class GreedySearch(SearchStrategy):
 
     @torch.no_grad()
     def search(self, decoder: StepDecoder, state: Any, *, batch_size: int, bos: int, eos: int,
-               max_len: int) -> list[list[Hypothesis]]:
+               max_len: int, max_lens: Tensor | None = None) -> list[list[Hypothesis]]:
         check_max_len(max_len)
         device = infer_device(decoder, state)
+        limit = row_limits(max_lens, batch_size, max_len, device)  # (B,) steps allowed per row
         tokens = torch.full((batch_size,), bos, dtype=torch.long, device=device)  # (A,)
         rows = torch.arange(batch_size, device=device)  # (A,) batch row of each decoder row
         out = torch.zeros(batch_size, max_len, dtype=torch.long, device=device)  # (B, T) generated ids
         log_prob = torch.zeros(batch_size, device=device)  # (B,)
-        length = torch.full((batch_size,), max_len, dtype=torch.long, device=device)  # (B,) before EOS
+        length = limit.clone()  # (B,) tokens before EOS (the limit for rows closed without EOS)
         ended = torch.zeros(batch_size, dtype=torch.bool, device=device)  # (B,) ended with EOS
         attention: Tensor | None = None  # (B, T, S)
         for t in range(max_len):
@@ -53,13 +56,14 @@ class GreedySearch(SearchStrategy):
             out[rows, t] = tokens
             log_prob[rows] = log_prob[rows] + best
             is_eos = tokens == eos  # (A,)
-            if not bool(is_eos.any()):
+            stop = is_eos | (limit[rows] == t + 1)  # (A,) ended with EOS or at the row's limit
+            if not bool(stop.any()):
                 continue
             length[rows[is_eos]] = t
             ended[rows[is_eos]] = True
             if t + 1 == max_len:
                 break
-            keep = (~is_eos).nonzero().squeeze(1)  # (A',)
+            keep = (~stop).nonzero().squeeze(1)  # (A',)
             if keep.numel() == 0:
                 break  # every row ended: no more decoder calls
             rows, tokens = rows[keep], tokens[keep]

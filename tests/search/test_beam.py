@@ -197,3 +197,57 @@ def test_invalid_arguments_raise():
         BeamSearch(min_len=-1)
     with pytest.raises(ValueError, match="max_len"):
         run(BeamSearch(), RandomLM(), [0], max_len=0)
+
+
+@pytest.mark.parametrize("penalty", [0.0, -0.5])
+def test_early_stopping_equals_exact_without_a_positive_length_penalty(penalty):
+    lm = RandomLM(vocab_size=6, seed=5, eos_bias=0.3)
+    rows = list(range(10))
+    exact = run(BeamSearch(beam_size=3, n_best=2, length_penalty=penalty), lm, rows, 9)
+    calls = lm.calls
+    early = run(BeamSearch(beam_size=3, n_best=2, length_penalty=penalty, stopping="early"), lm, rows, 9)
+    assert lm.calls == 2 * calls
+    for got, want in zip(early, exact):
+        assert_same_hypotheses(got, want)
+
+
+def test_early_stopping_takes_fewer_steps_with_a_length_penalty():
+    lm = RandomLM(vocab_size=6, seed=12, scale=3.0, eos_bias=0.3)
+    rows = list(range(16))
+    exact = run(BeamSearch(beam_size=3, length_penalty=1.0), lm, rows, 30)
+    exact_steps = len(lm.rows_per_call)
+    early = run(BeamSearch(beam_size=3, length_penalty=1.0, stopping="early"), lm, rows, 30)
+    early_steps = len(lm.rows_per_call) - exact_steps
+    assert early_steps < exact_steps
+    same = sum(g[0].tokens == w[0].tokens for g, w in zip(early, exact))
+    assert same >= 12  # mostly the same output
+    for hyps in early:  # every result is a finished, well-scored hypothesis
+        best = hyps[0]
+        assert best.score == pytest.approx(best.log_prob / (len(best.tokens) + 1), abs=1e-5)
+
+
+def test_invalid_stopping_raises():
+    with pytest.raises(ValueError, match="stopping"):
+        BeamSearch(stopping="sometimes")
+
+
+@pytest.mark.parametrize("stopping", ["exact", "early"])
+@pytest.mark.parametrize("penalty", [0.0, 1.0, -0.5])
+def test_per_row_limits_equal_searching_each_row_alone(stopping, penalty):
+    lm = RandomLM(vocab_size=6, seed=3, scale=3.0, eos_bias=0.2)
+    rows = list(range(9))
+    limits = torch.tensor([1, 2, 3, 4, 5, 6, 7, 8, 9])
+    strategy = BeamSearch(beam_size=3, n_best=2, length_penalty=penalty, stopping=stopping)
+    together = strategy.search(lm, lm.initial_state(rows), batch_size=len(rows), bos=BOS, eos=EOS, max_len=9,
+                               max_lens=limits)
+    for row, limit, hyps in zip(rows, limits.tolist(), together):
+        [alone] = run(strategy, lm, [row], limit)
+        assert_same_hypotheses(hyps, alone)
+        assert all(len(h.tokens) <= limit for h in hyps)
+
+
+def test_per_row_limits_are_checked():
+    lm = RandomLM(vocab_size=6, seed=3)
+    with pytest.raises(ValueError, match="max_lens"):
+        BeamSearch().search(lm, lm.initial_state([0, 1]), batch_size=2, bos=BOS, eos=EOS, max_len=4,
+                            max_lens=torch.tensor([2, 5]))

@@ -103,3 +103,15 @@ def test_invalid_arguments_raise():
     lm = RandomLM()
     with pytest.raises(ValueError, match="max_len"):
         run(GreedySearch(), lm, [0], max_len=0)
+
+
+def test_per_row_limits_equal_searching_each_row_alone():
+    lm = RandomLM(vocab_size=6, seed=4, scale=3.0, eos_bias=0.1)
+    rows = list(range(8))
+    limits = torch.tensor([3, 1, 8, 2, 5, 8, 4, 6])
+    together = GreedySearch().search(lm, lm.initial_state(rows), batch_size=len(rows), bos=BOS, eos=EOS,
+                                     max_len=8, max_lens=limits)
+    for row, limit, [hyp] in zip(rows, limits.tolist(), together):
+        [[alone]] = run(GreedySearch(), lm, [row], limit)
+        assert hyp.tokens == alone.tokens and len(hyp.tokens) <= limit
+        assert hyp.log_prob == pytest.approx(alone.log_prob, abs=1e-5)
