@@ -39,11 +39,12 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=200, help="sentences decoded one at a time")
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--stopping", default="early", choices=["early", "exact"], help="beam stopping rule")
     args = parser.parse_args()
     model = TranslationModule.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=True).eval()
     lines = [s for s in read_lines(multi30k("test_2016_flickr", "de")) if s.strip()][: args.sentences]
     ids = sorted((model.source_tokenizer.encode(s) for s in lines), key=len)
-    beam = model.build_strategy("beam", beam_size=args.beam_size, length_penalty=1.0)
+    beam = model.build_strategy("beam", beam_size=args.beam_size, length_penalty=1.0, stopping=args.stopping)
     greedy = model.build_strategy("greedy")
     k = args.beam_size
     repeated = sorted((x for x in ids for _ in range(k)), key=len)
@@ -56,7 +57,8 @@ def main() -> None:
     n = len(ids)
     emit("decoding", f"beam {k} sentences/s (batch {args.batch_size})", n / b, "sentences/s")
     emit("decoding", f"greedy over {k}x sentences/s (batch {args.batch_size * k})", k * n / g, "rows/s")
-    emit("decoding", f"beam {k} / greedy over the sentences x{k}", b / g, "ratio", "<= 1.3", sentences=n)
+    emit("decoding", f"beam {k} / greedy over the sentences x{k}", b / g, "ratio", "<= 1.3", sentences=n,
+         stopping=args.stopping)
     few = ids[:: max(1, len(ids) // args.single)][: args.single]  # every length, in sorted order
     batched = min(run(model, few, beam, args.batch_size) for _ in range(args.repeats))
     single = run(model, few, beam, 1)

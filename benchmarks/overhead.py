@@ -51,6 +51,7 @@ def hand_run(data, steps: int) -> list[float]:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     pad = model.target_tokenizer.pad_id
     starts = []
+    data.trainer = None  # a plain loader: nothing to resume from an earlier Lightning run's loop
     loader = data.train_dataloader()
     for step, batch in enumerate(loader):
         if step == steps:

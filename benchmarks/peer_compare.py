@@ -28,6 +28,8 @@ import lightning as L
 from common import REPO, emit, multi30k
 
 JOEY_PYTHON = REPO / "benchmarks/peer/.venv-joeynmt/bin/python"
+UNITS = {"train_target_tokens_per_s": "tokens/s", "train_sentences_per_s": "sentences/s", "train_seconds": "s",
+         "decode_sentences_per_s": "sentences/s", "test_bleu": "BLEU"}
 
 
 class TrainClock(L.Callback):
@@ -60,8 +62,10 @@ class TrainClock(L.Callback):
                                            "sentences": self.sentences}), flush=True)
 
 
-def run_ours(work: Path, epochs: int, threads: int) -> dict[str, float]:
+def run_ours(work: Path, epochs: int, threads: int, decode_only: bool = False) -> dict[str, float]:
     root = work / "ours"
+    if decode_only:
+        return decode_ours(next(root.rglob("last.ckpt")), threads)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent), OMP_NUM_THREADS=str(threads))
     cmd = [str(Path(sys.executable).parent / "seq2seq"), "fit", "-c",
            str(REPO / "configs/translation/multi30k_de_en.yaml"), f"--trainer.default_root_dir={root}",
@@ -72,8 +76,13 @@ def run_ours(work: Path, epochs: int, threads: int) -> dict[str, float]:
     if out.returncode != 0 or not clock:
         raise SystemExit(f"our fit failed ({out.returncode}):\n{out.stderr[-3000:]}")
     train = json.loads(clock[-1].split(" ", 1)[1])
-    ckpt = next(root.rglob("last.ckpt"))
+    return {"train_target_tokens_per_s": train["tokens"] / train["seconds"],
+            "train_sentences_per_s": train["sentences"] / train["seconds"],
+            "train_seconds": train["seconds"], **decode_ours(next(root.rglob("last.ckpt")), threads)}
 
+
+def decode_ours(ckpt: Path, threads: int) -> dict[str, float]:
+    """Beam-5 decoding of the test set with the config's beam (length penalty 1.0, early stopping)."""
     import sacrebleu
     import torch
 
@@ -86,23 +95,21 @@ def run_ours(work: Path, epochs: int, threads: int) -> dict[str, float]:
     sources = read_lines(multi30k("test_2016_flickr", "de"))
     refs = read_lines(multi30k("test_2016_flickr", "en"))
     start = time.perf_counter()
-    hyps = model.translate(sources, strategy="beam", beam_size=5, length_penalty=1.0)
+    hyps = model.translate(sources, strategy="beam", beam_size=5, length_penalty=1.0, stopping="early")
     decode = time.perf_counter() - start
-    return {"train_target_tokens_per_s": train["tokens"] / train["seconds"],
-            "train_sentences_per_s": train["sentences"] / train["seconds"],
-            "train_seconds": train["seconds"],
-            "decode_sentences_per_s": len(sources) / decode,
+    return {"decode_sentences_per_s": len(sources) / decode,
             "test_bleu": sacrebleu.corpus_bleu(hyps, [refs]).score}
 
 
-def run_joeynmt(work: Path, epochs: int, threads: int) -> dict[str, float]:
+def run_joeynmt(work: Path, epochs: int, threads: int, decode_only: bool = False) -> dict[str, float]:
     if not JOEY_PYTHON.exists():
         raise SystemExit(f"{JOEY_PYTHON} not found: run benchmarks/peer/setup_joeynmt.sh first")
     joey = work / "joeynmt"
     subprocess.run([str(JOEY_PYTHON), str(REPO / "benchmarks/peer/prepare_data.py"), "--work", str(joey)],
                    check=True, capture_output=True)
     out = subprocess.run([str(JOEY_PYTHON), str(REPO / "benchmarks/peer/run_joeynmt.py"), "--work", str(joey),
-                          "--epochs", str(epochs), "--threads", str(threads)],
+                          "--epochs", str(epochs), "--threads", str(threads),
+                          *(["--skip-train"] if decode_only else [])],
                          check=False, cwd=REPO, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"JoeyNMT run failed ({out.returncode}):\n{out.stderr[-3000:]}")
@@ -119,19 +126,22 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=2, help="the equal training budget, in epochs")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--decode-only", action="store_true",
+                        help="decode and score again with the models an earlier run left in --work")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    ours = run_ours(args.work, args.epochs, args.threads)
+    ours = run_ours(args.work, args.epochs, args.threads, args.decode_only)
     for key, value in ours.items():
-        emit("peer", f"seq2seq-lightning {key}", value, "", epochs=args.epochs, threads=args.threads)
-    joey = run_joeynmt(args.work, args.epochs, args.threads)
+        emit("peer", f"seq2seq-lightning {key}", value, UNITS[key], epochs=args.epochs, threads=args.threads)
+    joey = run_joeynmt(args.work, args.epochs, args.threads, args.decode_only)
     for key in ours:
         if key in joey:
-            emit("peer", f"joeynmt-2.3.0 {key}", joey[key], "", epochs=args.epochs, threads=args.threads)
+            emit("peer", f"joeynmt-2.3.0 {key}", joey[key], UNITS[key], epochs=args.epochs, threads=args.threads)
     emit("peer", "beam-5 decoding sentences/s, ours / JoeyNMT",
          ours["decode_sentences_per_s"] / joey["decode_sentences_per_s"], "ratio", ">= 2")
-    emit("peer", "training target tokens/s, ours / JoeyNMT",
-         ours["train_target_tokens_per_s"] / joey["train_target_tokens_per_s"], "ratio", ">= 1")
+    if not args.decode_only:
+        emit("peer", "training target tokens/s, ours / JoeyNMT",
+             ours["train_target_tokens_per_s"] / joey["train_target_tokens_per_s"], "ratio", ">= 1")
     emit("peer", f"test BLEU after {args.epochs} epochs, ours - JoeyNMT", ours["test_bleu"] - joey["test_bleu"],
          "BLEU", ">= 0")
 

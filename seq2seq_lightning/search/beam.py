@@ -161,13 +161,14 @@ class BeamSearch(SearchStrategy):
             # EOS candidates ranked among the top K finish, with t + 1 steps (EOS included).
             f_origin = origin[:, :K]  # (A, K)
             f_ok = is_eos[:, :K] & torch.isfinite(top_lp[:, :K])
-            f_score = length_normalize(top_lp[:, :K], t + 1, pen).masked_fill(~f_ok, NEG_INF)
-            f_att = None
-            if beam_att is not None:
-                f_att = _pick(beam_att, f_origin).clone()  # (A, K, T, S)
-                f_att[:, :, t] = _pick(att, f_origin)
-            finished.add(active, f_score, top_lp[:, :K], _pick(beam_tok, f_origin),
-                         torch.full_like(f_origin, t), f_att)
+            if bool(f_ok.any()):  # most steps finish nothing: skip the bookkeeping then
+                f_score = length_normalize(top_lp[:, :K], t + 1, pen).masked_fill(~f_ok, NEG_INF)
+                f_att = None
+                if beam_att is not None:
+                    f_att = _pick(beam_att, f_origin).clone()  # (A, K, T, S)
+                    f_att[:, :, t] = _pick(att, f_origin)
+                finished.add(active, f_score, top_lp[:, :K], _pick(beam_tok, f_origin),
+                             torch.full_like(f_origin, t), f_att)
 
             # The first K non-EOS candidates stay live; an EOS among them only fills a dead slot.
             live = torch.sort(is_eos.to(torch.uint8), dim=1, stable=True).indices[:, :K]  # (A, K)
