@@ -57,14 +57,14 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--work", type=Path, default=None, help="where inputs/outputs go (default: a temp dir)")
     args = parser.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="scale_predict_"))
+    work = (args.work or Path(tempfile.mkdtemp(prefix="scale_predict_"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     peaks = []
     for n in args.sizes:
         src, out = work / f"in_{n}.txt", work / f"out_{n}.txt"
         if not src.exists():
             write_input(src, n)
-        seconds, peak = run_predict(args.ckpt, src, out, work)
+        seconds, peak = run_predict(str(Path(args.ckpt).resolve()), src, out, work)
         with out.open("rb") as f:
             lines = sum(1 for _ in f)
         if lines != n:
