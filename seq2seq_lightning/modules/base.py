@@ -7,6 +7,8 @@ lives here.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import pickle
 import warnings
@@ -142,7 +144,7 @@ class Seq2SeqModule(L.LightningModule):
         strategy = strategy or self.strategy
         enc = self.encode(batch)
         tok = self.target_tokenizer
-        if getattr(strategy, "row_limits", False):  # one search, each row stopping at its own limit
+        if _takes_row_limits(type(strategy)):  # one search, each row stopping at its own limit
             limits_t = self.max_lengths(batch)
             state = self.decoder.init_state(enc)
             return strategy.search(self.decoder, state, batch_size=int(limits_t.numel()), bos=tok.bos_id,
@@ -335,3 +337,10 @@ class Seq2SeqModule(L.LightningModule):
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             config["monitor"] = "val/loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+@functools.cache
+def _takes_row_limits(cls: type) -> bool:
+    """Whether a strategy class asks for per-row limits and its ``search`` accepts ``max_lens`` (a
+    subclass of a built-in that overrides ``search`` without it is searched group by group)."""
+    return bool(getattr(cls, "row_limits", False)) and "max_lens" in inspect.signature(cls.search).parameters

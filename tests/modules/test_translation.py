@@ -146,3 +146,30 @@ def test_bf16_mixed_computes_loss_in_float32(data: DatesDataModule, tmp_path: Pa
     trainer.fit(model, datamodule=data)
     assert seen["logits"] == torch.bfloat16 and seen["loss"] == torch.float32
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+def test_search_passes_row_limits_only_to_strategies_that_take_them(data: DatesDataModule) -> None:
+    model = make_module(data).eval()
+    sentences = ["3 mars 1998", "Tuesday, June 25, 2009", "1/2/03", "the 1st of January, 1900"]
+    batch = model.make_batch([model.source_tokenizer.encode(s) for s in sentences])
+    assert len(set(model.max_lengths(batch).tolist())) > 1  # rows with different limits
+
+    calls: list[int] = []
+
+    class Counting(BeamSearch):
+        def search(self, decoder, state, *, batch_size, bos, eos, max_len, max_lens=None):
+            calls.append(batch_size)
+            return super().search(decoder, state, batch_size=batch_size, bos=bos, eos=eos, max_len=max_len,
+                                  max_lens=max_lens)
+
+    class OldStyle(BeamSearch):  # overrides search without max_lens: searched group by group
+        def search(self, decoder, state, *, batch_size, bos, eos, max_len):
+            calls.append(batch_size)
+            return super().search(decoder, state, batch_size=batch_size, bos=bos, eos=eos, max_len=max_len)
+
+    together = model.search(batch, Counting(beam_size=3))
+    assert calls == [len(sentences)]
+    calls.clear()
+    grouped = model.search(batch, OldStyle(beam_size=3))
+    assert len(calls) == len(set(model.max_lengths(batch).tolist())) and sum(calls) == len(sentences)
+    assert [h[0].tokens for h in together] == [h[0].tokens for h in grouped]
