@@ -6,6 +6,10 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,6 +39,32 @@ def emit(benchmark: str, figure: str, value: float, unit: str, goal: str = "", *
     row.update(extra)
     row["machine"] = machine()
     print(json.dumps(row), flush=True)
+
+
+@dataclass
+class CliRun:
+    """One finished `seq2seq` process: its output (stdout and stderr together), wall seconds, peak
+    RSS in MB (the kernel's accounting of that process alone) and the wall-clock time it started."""
+
+    output: str
+    seconds: float
+    peak_rss_mb: float
+    started: float
+
+
+def seq2seq(*args: str, env: dict[str, str] | None = None) -> CliRun:
+    """Run the `seq2seq` console script from the repository root; stop with its output's tail if it fails."""
+    cmd = [str(Path(sys.executable).parent / "seq2seq"), *args]
+    started, start = time.time(), time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = proc.stdout.read()  # read before waiting: a full pipe would block the child
+    proc.stdout.close()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-3000:]}")
+    return CliRun(output, seconds, usage.ru_maxrss / 1024, started)
 
 
 def trimmed_mean(values: list[float], trim: float = 0.1) -> float:

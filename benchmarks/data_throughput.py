@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
+import re
 import tempfile
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
-from common import REPO, emit, multi30k, multi30k_data
+from common import REPO, emit, multi30k, multi30k_data, seq2seq
 
 from seq2seq_lightning.data.batching import BucketBatchSampler
 from seq2seq_lightning.data.text import read_lines
@@ -51,16 +50,14 @@ def time_to_first_step(extra: list[str]) -> float:
     with tempfile.TemporaryDirectory() as root:
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
         env.pop("WANDB_MODE", None)
-        cmd = [str(Path(sys.executable).parent / "seq2seq"), "fit", "-c",
-               str(REPO / "configs/translation/multi30k_de_en.yaml"), f"--trainer.default_root_dir={root}",
-               "--trainer.max_steps=1", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
-               "--trainer.callbacks+=data_throughput.FirstStep", *extra]
-        start = time.time()
-        out = subprocess.run(cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True)
-        for line in out.stdout.splitlines():
-            if line.startswith("FIRST_STEP "):
-                return float(line.split()[1]) - start
-        raise SystemExit(f"fit printed no first step:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+        run = seq2seq("fit", "-c", str(REPO / "configs/translation/multi30k_de_en.yaml"),
+                      f"--trainer.default_root_dir={root}", "--trainer.max_steps=1", "--trainer.limit_val_batches=0",
+                      "--trainer.num_sanity_val_steps=0", "--trainer.callbacks+=data_throughput.FirstStep", *extra,
+                      env=env)
+        match = re.search(r"FIRST_STEP ([0-9.]+)", run.output)
+        if not match:
+            raise SystemExit(f"fit printed no first step:\n{run.output[-3000:]}")
+        return float(match.group(1)) - run.started
 
 
 def main() -> None:

@@ -9,26 +9,10 @@ test_2016_flickr) with beam 5 (the config's strategy) and with greedy search.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from common import REPO, emit
-
-
-def seq2seq(*args: str) -> tuple[str, float, float]:
-    """(stdout, wall seconds, peak RSS MB) of one CLI process."""
-    cmd = [str(Path(sys.executable).parent / "seq2seq"), *args]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{out[-3000:]}")
-    return out, time.perf_counter() - start, usage.ru_maxrss / 1024
+from common import REPO, emit, seq2seq
 
 
 def test_bleu(out: str) -> float:
@@ -44,14 +28,14 @@ def main() -> None:
     parser.add_argument("--root", default="runs/multi30k_quality")
     args = parser.parse_args()
     common = ["-c", args.config, f"--trainer.default_root_dir={args.root}"]
-    _, seconds, rss = seq2seq("fit", *common, "--trainer.enable_progress_bar=false")
+    fit = seq2seq("fit", *common, "--trainer.enable_progress_bar=false")
     best = max((REPO / args.root).rglob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
     name = Path(args.config).stem
-    emit("multi30k", f"{name}: fit wall time (12 epochs, validation each epoch)", seconds / 60, "min", "<= 60")
-    emit("multi30k", f"{name}: fit peak RSS", rss, "MB")
+    emit("multi30k", f"{name}: fit wall time (12 epochs, validation each epoch)", fit.seconds / 60, "min", "<= 60")
+    emit("multi30k", f"{name}: fit peak RSS", fit.peak_rss_mb, "MB")
     for strategy, goal in (("beam", ">= 30"), ("greedy", "")):
-        out, _, _ = seq2seq("test", *common, "--ckpt_path", str(best), "--trainer.logger=false",
-                            "--trainer.enable_progress_bar=false", *(["--model.strategy=greedy"] if strategy == "greedy" else []))
+        out = seq2seq("test", *common, "--ckpt_path", str(best), "--trainer.logger=false",
+                            "--trainer.enable_progress_bar=false", *(["--model.strategy=greedy"] if strategy == "greedy" else [])).output
         emit("multi30k", f"{name}: test/bleu, {'beam 5' if strategy == 'beam' else 'greedy'}", test_bleu(out), "BLEU",
              goal, checkpoint=best.name)
 

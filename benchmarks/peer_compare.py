@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import lightning as L
-from common import REPO, emit, multi30k
+from common import REPO, emit, multi30k, seq2seq
 
 JOEY_PYTHON = REPO / "benchmarks/peer/.venv-joeynmt/bin/python"
 UNITS = {"train_target_tokens_per_s": "tokens/s", "train_sentences_per_s": "sentences/s", "train_seconds": "s",
@@ -67,15 +67,13 @@ def run_ours(work: Path, epochs: int, threads: int, decode_only: bool = False) -
     if decode_only:
         return decode_ours(next(root.rglob("last.ckpt")), threads)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent), OMP_NUM_THREADS=str(threads))
-    cmd = [str(Path(sys.executable).parent / "seq2seq"), "fit", "-c",
-           str(REPO / "configs/translation/multi30k_de_en.yaml"), f"--trainer.default_root_dir={root}",
-           f"--trainer.max_epochs={epochs}", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
-           "--trainer.callbacks+=peer_compare.TrainClock"]
-    out = subprocess.run(cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True)
-    clock = [line for line in out.stdout.splitlines() if line.startswith("TRAIN_CLOCK ")]
-    if out.returncode != 0 or not clock:
-        raise SystemExit(f"our fit failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    train = json.loads(clock[-1].split(" ", 1)[1])
+    run = seq2seq("fit", "-c", str(REPO / "configs/translation/multi30k_de_en.yaml"),
+                  f"--trainer.default_root_dir={root}", f"--trainer.max_epochs={epochs}", "--trainer.logger=false",
+                  "--trainer.enable_progress_bar=false", "--trainer.callbacks+=peer_compare.TrainClock", env=env)
+    clock = re.findall(r"TRAIN_CLOCK (\{.*\})", run.output)
+    if not clock:
+        raise SystemExit(f"our fit printed no training clock:\n{run.output[-3000:]}")
+    train = json.loads(clock[-1])
     return {"train_target_tokens_per_s": train["tokens"] / train["seconds"],
             "train_sentences_per_s": train["sentences"] / train["seconds"],
             "train_seconds": train["seconds"], **decode_ours(next(root.rglob("last.ckpt")), threads)}

@@ -11,14 +11,10 @@ output file is checked to hold one line per input line.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import REPO, emit
+from common import REPO, emit, seq2seq
 
 from seq2seq_lightning.data.dates import generate_dates
 
@@ -36,19 +32,11 @@ def write_input(path: Path, n: int) -> None:
 
 def run_predict(ckpt: str, src: Path, out: Path, root: Path) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB) of one `seq2seq predict` process."""
-    cmd = [str(Path(sys.executable).parent / "seq2seq"), "predict", "-c",
-           str(REPO / "configs/translation/dates.yaml"), "--ckpt_path", ckpt,
-           f"--data.init_args.predict_path={src}", "--data.init_args.eval_batch_size=500", "--output", str(out),
-           "--trainer.logger=false", "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={root}"]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    err = proc.stderr.read()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"predict failed ({proc.returncode}):\n{err[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024
+    run = seq2seq("predict", "-c", str(REPO / "configs/translation/dates.yaml"), "--ckpt_path", ckpt,
+                  f"--data.init_args.predict_path={src}", "--data.init_args.eval_batch_size=500", "--output",
+                  str(out), "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+                  f"--trainer.default_root_dir={root}")
+    return run.seconds, run.peak_rss_mb
 
 
 def main() -> None:
