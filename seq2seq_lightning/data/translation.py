@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from seq2seq_lightning.data.batching import BucketBatchSampler, collate_translation
 from seq2seq_lightning.data.loader import ResumableDataLoader
 from seq2seq_lightning.data.predict_stream import PredictLoader, StreamingPredictDataset
-from seq2seq_lightning.data.text import filter_pairs, read_lines, read_parallel, read_tsv
+from seq2seq_lightning.data.text import filter_pairs, read_parallel, read_tsv
 from seq2seq_lightning.data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -219,10 +219,6 @@ class TranslationDataModule(L.LightningDataModule):
         if path is None:
             raise ValueError("no predict_path was given")
         return path.replace("{lang}", self.source_lang)
-
-    def load_predict_lines(self) -> list[str]:
-        """The predict inputs, one per line, all in memory (predicting itself streams them)."""
-        return read_lines(self.predict_file())
 
     # ------------------------------------------------------------------ tokenizers
     @property

@@ -61,8 +61,6 @@ class GreedySearch(SearchStrategy):
                 continue
             length[rows[is_eos]] = t
             ended[rows[is_eos]] = True
-            if t + 1 == max_len:
-                break
             keep = (~stop).nonzero().squeeze(1)  # (A',)
             if keep.numel() == 0:
                 break  # every row ended: no more decoder calls
