@@ -62,21 +62,19 @@ def length_normalize(log_prob: Tensor, length: int | Tensor, penalty: float) -> 
     return log_prob / length.to(device=log_prob.device, dtype=log_prob.dtype) ** penalty
 
 
-def best_reachable_score(log_prob: Tensor, length: int, penalty: float, max_len: int | Tensor) -> Tensor:
+def best_reachable_score(log_prob: Tensor, length: int, penalty: float, max_len: Tensor) -> Tensor:
     """Upper bound on the final score of live hypotheses with ``length`` tokens so far.
 
-    log_prob (...,) float (<= 0, -inf for dead hypotheses) -> (...,). A log-prob only decreases as
-    tokens are added, so with ``penalty > 0`` the best case divides by the longest length ``max_len``,
-    with ``penalty == 0`` it is the log-prob itself, and with ``penalty < 0`` it is one token (EOS) away.
-    ``max_len`` is an int or a tensor broadcastable to ``log_prob`` (a limit per row).
+    log_prob (...,) float (<= 0, -inf for dead hypotheses) -> (...,); ``max_len`` a long tensor
+    broadcastable to it (each row's longest allowed length). A log-prob only decreases as tokens are
+    added, so with ``penalty > 0`` the best case divides by ``max_len``, with ``penalty == 0`` it is the
+    log-prob itself, and with ``penalty < 0`` it is one token (EOS) away.
     """
     if penalty == 0:
         return log_prob
     if penalty > 0:
         return length_normalize(log_prob, max_len, penalty)
-    if isinstance(max_len, Tensor):
-        return length_normalize(log_prob, max_len.clamp(max=length + 1), penalty)
-    return length_normalize(log_prob, min(length + 1, max_len), penalty)
+    return length_normalize(log_prob, max_len.clamp(max=length + 1), penalty)
 
 
 def _first_tensor(obj: Any) -> Tensor | None:
