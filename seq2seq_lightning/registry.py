@@ -1,7 +1,7 @@
-"""Registries of encoders and search strategies, filled from Python entry points.
+"""Registries of encoders, decoders and search strategies, filled from Python entry points.
 
 Built-ins and third-party plugins take one path: each is an entry point in the group
-``seq2seq_lightning.encoders`` or ``seq2seq_lightning.strategies``; the entry point's name is the
+``seq2seq_lightning.encoders``, ``seq2seq_lightning.decoders`` or ``seq2seq_lightning.strategies``; the entry point's name is the
 registry name. Entry points are read on first use of a registry, not at import time.
 
 A plugin whose import fails, or whose object is not a subclass of the group's base class, is
@@ -187,8 +187,9 @@ class Registry:
 
 
 ENCODERS = Registry("seq2seq_lightning.encoders", "seq2seq_lightning.encoders.base:Encoder", "encoder")
+DECODERS = Registry("seq2seq_lightning.decoders", "seq2seq_lightning.decoders.base:Decoder", "decoder")
 STRATEGIES = Registry("seq2seq_lightning.strategies", "seq2seq_lightning.search.base:SearchStrategy", "strategy")
-REGISTRIES = (ENCODERS, STRATEGIES)
+REGISTRIES = (ENCODERS, DECODERS, STRATEGIES)
 
 
 def registry_for(base: Any) -> Registry | None:

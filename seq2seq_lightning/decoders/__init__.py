@@ -1,1 +1,5 @@
-"""decoders of seq2seq-lightning."""
+"""Decoders: conditional language models over the encoder's output."""
+
+from seq2seq_lightning.decoders.base import Decoder
+
+__all__ = ["Decoder"]

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from seq2seq_lightning.decoders.base import Decoder
 from seq2seq_lightning.encoders.base import EncoderOutput
 
 
@@ -61,7 +62,7 @@ class AdditiveAttention(nn.Module):
         return torch.bmm(weights, memory), weights
 
 
-class RNNDecoder(nn.Module):
+class RNNDecoder(Decoder):
     """GRU/LSTM conditional language model with optional additive attention.
 
     The encoder's summary initialises every layer's hidden state through a ``tanh`` bridge. With

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor, nn
+
+from seq2seq_lightning.spec import RecordsInitArgs
 
 
 @dataclass
@@ -27,13 +30,16 @@ class EncoderOutput:
                              self.summary.index_select(0, index))
 
 
-class Encoder(nn.Module):
+class Encoder(RecordsInitArgs, nn.Module):
     """Base class of all encoders.
 
     Text encoders take ``__init__(self, vocab_size: int, **hyperparameters)`` and
     ``forward(tokens (B, S) long, lengths (B,) long) -> EncoderOutput``; image encoders take
     ``__init__(self, **hyperparameters)`` and ``forward(images (B, 3, H, W) float) -> EncoderOutput``.
-    Subclasses set ``output_size`` (D).
+    Subclasses set ``output_size`` (D) and, for image encoders, ``modality = "image"``: a task given
+    an encoder of the wrong modality refuses it when it is configured.
     """
 
     output_size: int
+    #: what the encoder reads: ``"text"`` (token ids and lengths) or ``"image"`` (pixels).
+    modality: ClassVar[str] = "text"

@@ -137,6 +137,8 @@ class CNNEncoder(Encoder):
         dropout: dropout on the memory and summary.
     """
 
+    modality = "image"
+
     def __init__(
         self,
         backbone: str = "resnet18",

@@ -8,6 +8,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 
+from seq2seq_lightning.spec import RecordsInitArgs
+
 
 @dataclass
 class Hypothesis:
@@ -44,7 +46,7 @@ class StepDecoder(Protocol):
         ...
 
 
-class SearchStrategy(ABC):
+class SearchStrategy(RecordsInitArgs, ABC):
     """Base class of all search strategies.
 
     A strategy that sets ``row_limits = True`` also takes ``max_lens`` in :meth:`search`: a (B,) long

@@ -69,6 +69,8 @@ class EfficientNetLite0Encoder(Encoder):
         weights_path: a local state dict of the same network to load instead of the installed file.
     """
 
+    modality = "image"
+
     num_blocks = 18
 
     def __init__(
