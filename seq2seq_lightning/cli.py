@@ -8,39 +8,20 @@ import sys
 import warnings
 from typing import Any, NoReturn
 
-from jsonargparse import _typehints
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from seq2seq_lightning import _jsonargparse_names
 from seq2seq_lightning.callbacks.tracking import LoggedSaveConfig, prepare_wandb
 from seq2seq_lightning.callbacks.writer import PredictionWriter
 from seq2seq_lightning.checkpoints import UnsafeCheckpointError, load_checkpoint
 from seq2seq_lightning.modules.base import Seq2SeqModule
-from seq2seq_lightning.registry import RegistryError, registry_for, resolve_name
+from seq2seq_lightning.registry import RegistryError
 
-# Hyperparameters stored in a checkpoint that the current config may override at predict/test time:
-# how to decode, not what the network is.
-DECODING_KEYS = {"strategy", "max_len_a", "max_len_b", "max_len", "batch_size", "num_examples"}
-_original_resolve = _typehints.resolve_class_path_by_name
+# Registry names (rnn, beam, a plugin's name) work wherever a class path does.
+_jsonargparse_names.install()
 # A registry name is not a class path yet when jsonargparse first tries to serialize it.
 warnings.filterwarnings("ignore", message=r"(?s).*Unable to serialize instance")
-
-
-def _resolve_with_registries(cls: Any, name: str) -> str:
-    """Registry names (``rnn``, ``beam``, plugin names) work wherever a class path does; a short
-    name that is neither registered nor a known class name is an error listing the known names."""
-    found = resolve_name(cls, name)
-    if found:
-        return found
-    resolved = _original_resolve(cls, name)
-    if isinstance(name, str) and "." not in name and "." not in resolved:
-        registry = registry_for(cls)
-        if registry is not None:
-            registry.entry(name)  # raises: unknown name, with the known names
-    return resolved
-
-
-_typehints.resolve_class_path_by_name = _resolve_with_registries
 
 
 def condense_error(message: str, argv: list[str] | None = None) -> str:
@@ -115,7 +96,7 @@ class Seq2SeqCLI(LightningCLI):
         hparams.pop("_instantiator", None)
         class_path = hparams.pop("_class_path", None)
         tokenizers = hparams.pop("tokenizers", None)
-        for key in DECODING_KEYS:
+        for key in decoding_settings(class_path):  # how to decode: the config's values win
             hparams.pop(key, None)
         update: dict[str, Any] = {}
         if class_path:
@@ -147,15 +128,25 @@ class Seq2SeqCLI(LightningCLI):
             self.trainer.callbacks.append(PredictionWriter(output))
 
 
+def decoding_settings(model_class_path: str | None) -> frozenset[str]:
+    """The arguments a module class declares as decoding settings (``Seq2SeqModule.decoding_settings``)."""
+    if not model_class_path:
+        return Seq2SeqModule.decoding_settings
+    from seq2seq_lightning.spec import import_class
+
+    cls = import_class(model_class_path)
+    return frozenset(getattr(cls, "decoding_settings", Seq2SeqModule.decoding_settings))
+
+
 def print_plugins() -> int:
-    """``seq2seq plugins``: every registered encoder and strategy, and every plugin that failed."""
+    """``seq2seq plugins``: every registered encoder, decoder and strategy, and every plugin that failed."""
     from rich.console import Console
     from rich.table import Table
 
     from seq2seq_lightning.registry import REGISTRIES
 
     console = Console()
-    table = Table(title="Registered encoders and strategies")
+    table = Table(title="Registered encoders, decoders and strategies")
     for col in ("group", "name", "class", "distribution", "version"):
         table.add_column(col, overflow="fold")
     failures = []
@@ -169,7 +160,8 @@ def print_plugins() -> int:
         for col in ("group", "name", "distribution", "entry point", "error"):
             bad.add_column(col, overflow="fold")
         for f in failures:
-            kind = {"encoders": "encoder", "strategies": "strategy"}.get(f.group.rsplit(".", 1)[-1], f.group)
+            kind = {"encoders": "encoder", "decoders": "decoder", "strategies": "strategy"}.get(
+                f.group.rsplit(".", 1)[-1], f.group)
             bad.add_row(kind, f.name, f.dist, f.value, f.error)
         console.print(bad)
     return 0

@@ -47,6 +47,17 @@ class RecordsInitArgs:
         return type(self)(**{**self.init_args, **overrides})
 
 
+def import_class(path: str) -> type:
+    """The class at a full dotted path (a ValueError naming it when it cannot be imported)."""
+    import importlib
+
+    module, _, attr = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"cannot import {path!r}: {exc}") from None
+
+
 def class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 

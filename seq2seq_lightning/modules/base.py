@@ -7,13 +7,14 @@ lives here.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import math
 import pickle
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -23,14 +24,16 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric
 
+from seq2seq_lightning.building import build, parse, target_class
 from seq2seq_lightning.checkpoints import refuse
 from seq2seq_lightning.data.tokenizer import Tokenizer
+from seq2seq_lightning.decoders.base import Decoder
 from seq2seq_lightning.decoders.rnn import RNNDecoder
-from seq2seq_lightning.encoders.base import EncoderOutput
-from seq2seq_lightning.modules.specs import build
-from seq2seq_lightning.registry import STRATEGIES
+from seq2seq_lightning.encoders.base import Encoder, EncoderOutput
+from seq2seq_lightning.registry import ENCODERS
 from seq2seq_lightning.search.base import Hypothesis, SearchStrategy
 from seq2seq_lightning.search.greedy import GreedySearch
+from seq2seq_lightning.spec import class_path, plain, to_spec
 
 # Epoch values are logged after torchmetrics has already synchronised them across processes.
 warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
@@ -69,40 +72,94 @@ def _adam(params: Any) -> torch.optim.Optimizer:
 
 
 class Seq2SeqModule(L.LightningModule):
-    """Base of :class:`TranslationModule` and :class:`CaptioningModule`.
+    """Base of :class:`TranslationModule` and :class:`CaptioningModule` (and of any new task).
 
-    Subclasses build ``self.encoder`` and implement :meth:`encode`, :meth:`max_lengths` and the
-    metric hooks. The target tokenizer is ``self.target_tokenizer``.
+    A task subclass builds its encoder, passes it here and implements :meth:`encode`,
+    :meth:`max_lengths` and the metric hooks. The target tokenizer is ``self.target_tokenizer``.
+    Its hyperparameters are plain data whatever the caller passed: built submodules are stored as
+    ``{"class_path", "init_args"}`` specs, so every checkpoint loads with ``weights_only=True``.
     """
+
+    #: what the task feeds its encoder: an encoder of another ``modality`` is refused
+    modality: ClassVar[str] = "text"
+    #: constructor arguments that say how to decode, not what the network is: at test and predict
+    #: time the config's values win over the checkpoint's (the CLI reads this; no task names there)
+    decoding_settings: ClassVar[frozenset[str]] = frozenset({"strategy", "num_examples"})
+    #: the arguments the module passes each submodule itself (not stored in its spec)
+    module_passed: ClassVar[dict[str, tuple[str, ...]]] = {"encoder": ("vocab_size",),
+                                                            "decoder": ("vocab_size", "memory_size")}
 
     def __init__(
         self,
-        decoder: Callable[[int, int], RNNDecoder] | dict | None,
+        encoder: Encoder,
+        decoder: Callable[[int, int], Decoder] | str | dict | None,
         strategy: SearchStrategy | str | dict | None,
         target_tokenizer: Tokenizer,
-        memory_size: int,
         label_smoothing: float,
-        optimizer: OptimizerCallable | None,
-        lr_scheduler: LRSchedulerCallable | None,
+        optimizer: OptimizerCallable | dict | None,
+        lr_scheduler: LRSchedulerCallable | dict | None,
         num_examples: int,
     ) -> None:
         super().__init__()
+        self.check_modality(type(encoder))
         self.target_tokenizer = target_tokenizer
-        vocab = target_tokenizer.vocab_size
+        vocab, memory_size = target_tokenizer.vocab_size, encoder.output_size
+        self.encoder = encoder
         if decoder is None:
             self.decoder = RNNDecoder(vocab, memory_size, padding_idx=target_tokenizer.pad_id)
         else:
-            self.decoder = build(decoder, RNNDecoder, None, vocab, memory_size, factory=True)
-        self.strategy = self.build_strategy(strategy) if strategy is not None else GreedySearch()
+            self.decoder = build(decoder, Decoder, vocab, memory_size, what="decoder")
+        self.strategy = GreedySearch() if strategy is None else build(strategy, SearchStrategy, what="strategy")
         self.label_smoothing = label_smoothing
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
+        self.optimizer_factory = parse(optimizer, OptimizerCallable, "optimizer") if isinstance(optimizer, dict) \
+            else optimizer
+        self.lr_scheduler_factory = parse(lr_scheduler, LRSchedulerCallable, "lr_scheduler") \
+            if isinstance(lr_scheduler, dict) else lr_scheduler
         self.num_examples = num_examples
         # token-weighted epoch means, synchronised across processes by torchmetrics in every rank's
         # epoch-end hook and logged as plain values (no collective hides in rank-0-only code)
         self.token_means = torch.nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("train", "val", "test")
                                                 for m in ("loss", "nll", "acc")})
         self.examples: dict[str, list[dict[str, Any]]] = {"val": [], "test": []}
+
+    @classmethod
+    def build_encoder(cls, encoder: Any, *args: Any) -> Encoder:
+        """The task's encoder from a registry name, spec, callable or instance, passing ``*args`` (what
+        the task supplies, such as the source vocabulary size). An encoder of another modality is
+        refused before it is built, with a ValueError naming the encoder and the task."""
+        target = target_class(encoder, Encoder)
+        if target is not None:
+            cls.check_modality(target)
+        built = build(encoder, Encoder, *args, what="encoder")
+        cls.check_modality(type(built))
+        return built
+
+    @classmethod
+    def check_modality(cls, encoder_class: type) -> None:
+        modality = getattr(encoder_class, "modality", "text")
+        if modality != cls.modality:
+            name = next((e.name for e in ENCODERS.entries() if e.cls is encoder_class), class_path(encoder_class))
+            raise ValueError(f"encoder {name!r} reads {modality} input, but {cls.__name__} feeds its encoder "
+                             f"{cls.modality}; choose a {cls.modality} encoder")
+
+    def save_hyperparameters(self, *args: Any, **kwargs: Any) -> None:
+        """Lightning's, then every value made plain data: built submodules become their specs
+        (``{"class_path", "init_args"}``, without what the module passes them), optimizer and scheduler
+        callables theirs, so that no checkpoint carries a pickled object."""
+        import inspect as _inspect
+
+        kwargs.setdefault("frame", _inspect.currentframe().f_back)
+        super().save_hyperparameters(*args, **kwargs)
+        built = {"encoder": self.encoder, "decoder": self.decoder, "strategy": self.strategy}
+        for key in list(self._hparams):
+            value = self._hparams[key]
+            if key in built:
+                self._hparams[key] = to_spec(built[key], skip=self.module_passed.get(key, ()))
+            elif key in ("optimizer", "lr_scheduler") and callable(value):
+                self._hparams[key] = callable_spec(value, key)
+            elif not key.startswith("_"):
+                self._hparams[key] = plain(value, f"{type(self).__name__}.{key}")
+        self._hparams_initial = copy.deepcopy(self._hparams)
 
     # -- hooks for subclasses --------------------------------------------------------------------
     def encode(self, batch: dict[str, Any]) -> EncoderOutput:
@@ -126,15 +183,24 @@ class Seq2SeqModule(L.LightningModule):
 
     # -- search -------------------------------------------------------------------------------
     def build_strategy(self, strategy: SearchStrategy | str | dict | None = None, **kwargs: Any) -> SearchStrategy:
-        """A strategy from an instance, registry name, class path or spec dict; ``None`` with kwargs
-        rebuilds the configured strategy's class with those arguments."""
+        """The strategy to search with.
+
+        ``None``: the configured strategy, with ``kwargs`` overriding only the arguments they name
+        (``beam_size=2`` keeps its ``length_penalty``). A registry name or class path: that class,
+        built from its defaults and ``kwargs``. An instance or a spec dict: as it is.
+        """
         if strategy is None:
-            return type(self.strategy)(**kwargs) if kwargs else self.strategy
-        if isinstance(strategy, str) and kwargs:
-            return build({"class_path": strategy, "init_args": kwargs}, SearchStrategy, STRATEGIES)
+            params = inspect.signature(type(self.strategy).__init__).parameters
+            unknown = sorted(k for k in kwargs if k not in params)
+            if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                raise ValueError(f"the configured strategy {type(self.strategy).__name__} takes no {', '.join(unknown)}; "
+                                 f"name a strategy that does (strategy='beam', say)")
+            return self.strategy.replace(**kwargs) if kwargs else self.strategy
+        if isinstance(strategy, str):
+            return build({"class_path": strategy, "init_args": kwargs}, SearchStrategy, what="strategy")
         if kwargs:
-            raise ValueError("strategy keyword arguments go with a strategy name, not an instance")
-        return build(strategy, SearchStrategy, STRATEGIES)
+            raise ValueError("strategy keyword arguments go with a strategy name (or none), not an instance")
+        return build(strategy, SearchStrategy, what="strategy")
 
     @torch.no_grad()
     def search(self, batch: dict[str, Any], strategy: SearchStrategy | None = None) -> list[list[Hypothesis]]:
@@ -344,3 +410,22 @@ def _takes_row_limits(cls: type) -> bool:
     """Whether a strategy class asks for per-row limits and its ``search`` accepts ``max_lens`` (a
     subclass of a built-in that overrides ``search`` without it is searched group by group)."""
     return bool(getattr(cls, "row_limits", False)) and "max_lens" in inspect.signature(cls.search).parameters
+
+
+def callable_spec(value: Any, what: str) -> dict[str, Any] | None:
+    """An optimizer or scheduler callable as a spec: a class, or a ``functools.partial`` of one with
+    plain keyword arguments. Anything else (a lambda, say) cannot be stored: it is dropped with a
+    warning, and a loaded checkpoint trains with the default."""
+    func, keywords = value, {}
+    if isinstance(value, functools.partial):
+        func, keywords = value.func, dict(value.keywords)
+        if value.args and isinstance(value.args[-1], type):  # jsonargparse's partial(instantiator, class)
+            func = value.args[-1]
+    if isinstance(func, type):
+        try:
+            return {"class_path": class_path(func), "init_args": plain(keywords, what)}
+        except TypeError:
+            pass
+    warnings.warn(f"{what} {value!r} is not a class or a partial of one with plain arguments; it is not stored "
+                  "in checkpoints (a loaded model uses the default)", stacklevel=3)
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -18,12 +18,10 @@ from seq2seq_lightning.callbacks.attention import attention_sheet, grid_of, to_p
 from seq2seq_lightning.data.caption_batches import batch_rows
 from seq2seq_lightning.data.images import ImageTransform, load_image
 from seq2seq_lightning.data.tokenizer import Tokenizer
-from seq2seq_lightning.decoders.rnn import RNNDecoder
+from seq2seq_lightning.decoders.base import Decoder
 from seq2seq_lightning.encoders.base import Encoder, EncoderOutput
 from seq2seq_lightning.metrics.cider import CIDErD
 from seq2seq_lightning.modules.base import Seq2SeqModule
-from seq2seq_lightning.modules.specs import build
-from seq2seq_lightning.registry import ENCODERS
 from seq2seq_lightning.search.base import SearchStrategy
 
 log = logging.getLogger(__name__)
@@ -39,9 +37,11 @@ class CaptioningModule(Seq2SeqModule):
     :meth:`caption` prepares images the way training saw them.
 
     Args:
-        encoder: the image encoder (``class_path: cnn`` with ``init_args``, or ``--model.encoder=cnn``).
-        decoder: the conditional LM; the module passes the caption vocabulary size and the encoder's
-            output size. Default: ``RNNDecoder`` with its defaults.
+        encoder: the image encoder (a registry name such as ``cnn``, or a class path, with ``init_args``).
+            Default: the built-in ``cnn``.
+        decoder: the conditional LM (a registry name such as ``rnn``, or a class path, with
+            ``init_args``); the module passes the caption vocabulary size and the encoder's output size.
+            Default: the built-in ``rnn`` with its defaults.
         strategy: how captions are searched in validation, test, predict and ``caption``
             (``greedy``, ``beam``, ``sampling`` or a plugin's name).
         tokenizers: the serialized caption tokenizer (``{"target": json}``); linked from the data module
@@ -56,10 +56,14 @@ class CaptioningModule(Seq2SeqModule):
             and test.
     """
 
+    modality = "image"
+    module_passed: ClassVar[dict[str, tuple[str, ...]]] = {"encoder": (), "decoder": ("vocab_size", "memory_size")}
+    decoding_settings = Seq2SeqModule.decoding_settings | {"max_len", "batch_size"}
+
     def __init__(
         self,
-        encoder: Callable[[], Encoder] | Encoder | str | dict = "cnn",
-        decoder: Callable[[int, int], RNNDecoder] | None = None,
+        encoder: Callable[[], Encoder] | None = None,
+        decoder: Callable[[int, int], Decoder] | None = None,
         strategy: SearchStrategy | None = None,
         tokenizers: dict[str, str] | None = None,
         label_smoothing: float = 0.1,
@@ -73,11 +77,10 @@ class CaptioningModule(Seq2SeqModule):
             raise ValueError("CaptioningModule needs tokenizers={'target': json} (the data module provides "
                              "it; checkpoints carry it)")
         target_tok = Tokenizer.from_json(tokenizers["target"])
-        encoder_module = build(encoder, Encoder, ENCODERS, factory=True)
-        super().__init__(decoder, strategy, target_tok, encoder_module.output_size, label_smoothing,
-                         optimizer, lr_scheduler, num_examples)
+        encoder_module = self.build_encoder("cnn" if encoder is None else encoder)
+        super().__init__(encoder_module, decoder, strategy, target_tok, label_smoothing, optimizer, lr_scheduler,
+                         num_examples)
         self.save_hyperparameters()
-        self.encoder = encoder_module
         self.max_len, self.batch_size = max_len, batch_size
         self.image_transform: dict[str, Any] = ImageTransform().spec()
         self.bleu = torch.nn.ModuleDict({f"{s}_{n}": BLEUScore(n_gram=n) for s in STAGES for n in range(1, 5)})

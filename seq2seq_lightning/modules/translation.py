@@ -13,11 +13,9 @@ from torchmetrics.aggregation import MeanMetric
 from torchmetrics.text import SacreBLEUScore
 
 from seq2seq_lightning.data.tokenizer import Tokenizer
-from seq2seq_lightning.decoders.rnn import RNNDecoder
+from seq2seq_lightning.decoders.base import Decoder
 from seq2seq_lightning.encoders.base import Encoder, EncoderOutput
 from seq2seq_lightning.modules.base import Seq2SeqModule
-from seq2seq_lightning.modules.specs import build
-from seq2seq_lightning.registry import ENCODERS
 from seq2seq_lightning.search.base import SearchStrategy
 
 
@@ -25,10 +23,11 @@ class TranslationModule(Seq2SeqModule):
     """Machine translation: source text -> target text.
 
     Args:
-        encoder: the text encoder; the module passes the source vocabulary size, the config the
-            rest (``class_path: rnn`` with ``init_args``, or ``--model.encoder=rnn``).
-        decoder: the conditional LM; the module passes the target vocabulary size and the
-            encoder's output size. Default: ``RNNDecoder`` with its defaults.
+        encoder: the text encoder (a registry name such as ``rnn`` or ``transformer``, or a class path,
+            with ``init_args``); the module passes the source vocabulary size. Default: the built-in ``rnn``.
+        decoder: the conditional LM (a registry name such as ``rnn``, or a class path, with
+            ``init_args``); the module passes the target vocabulary size and the encoder's output
+            size. Default: the built-in ``rnn`` with its defaults.
         strategy: how outputs are searched in validation, test, predict and ``translate``
             (``greedy``, ``beam``, ``sampling`` or a plugin's name).
         tokenizers: serialized source and target tokenizers (``{"source": json, "target": json}``);
@@ -44,10 +43,12 @@ class TranslationModule(Seq2SeqModule):
             of fit and test.
     """
 
+    decoding_settings = Seq2SeqModule.decoding_settings | {"max_len_a", "max_len_b", "batch_size"}
+
     def __init__(
         self,
-        encoder: Callable[[int], Encoder] | str | dict = "rnn",
-        decoder: Callable[[int, int], RNNDecoder] | None = None,
+        encoder: Callable[[int], Encoder] | None = None,
+        decoder: Callable[[int, int], Decoder] | None = None,
         strategy: SearchStrategy | None = None,
         tokenizers: dict[str, str] | None = None,
         label_smoothing: float = 0.1,
@@ -63,12 +64,11 @@ class TranslationModule(Seq2SeqModule):
                              "(the data module provides them; checkpoints carry them)")
         source_tok = Tokenizer.from_json(tokenizers["source"])
         target_tok = Tokenizer.from_json(tokenizers["target"])
-        encoder_module = build(encoder, Encoder, ENCODERS, source_tok.vocab_size, factory=True)
-        super().__init__(decoder, strategy, target_tok, encoder_module.output_size, label_smoothing,
-                         optimizer, lr_scheduler, num_examples)
+        encoder_module = self.build_encoder("rnn" if encoder is None else encoder, source_tok.vocab_size)
+        super().__init__(encoder_module, decoder, strategy, target_tok, label_smoothing, optimizer, lr_scheduler,
+                         num_examples)
         self.save_hyperparameters()
         self.source_tokenizer = source_tok
-        self.encoder = encoder_module
         self.max_len_a, self.max_len_b = max_len_a, max_len_b
         self.batch_size = batch_size
         self.bleu = torch.nn.ModuleDict({s: SacreBLEUScore(tokenize="13a") for s in ("val", "test")})
