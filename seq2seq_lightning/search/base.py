@@ -8,6 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 
+from seq2seq_lightning.search.functional import last_attention  # noqa: F401  (re-exported: its old home)
 from seq2seq_lightning.spec import RecordsInitArgs
 
 
@@ -64,8 +65,3 @@ class SearchStrategy(RecordsInitArgs, ABC):
         ``max_len`` counts decoding steps, EOS included: a hypothesis either ends with EOS within
         ``max_len`` steps or is closed as it is after ``max_len`` tokens (no EOS term then).
         """
-
-
-def last_attention(decoder: Any) -> Tensor | None:
-    """The (N, S) attention of the decoder's last step, if it exposes one."""
-    return getattr(decoder, "last_attention", None)
