@@ -224,3 +224,15 @@ def test_max_len_one_and_invalid_arguments() -> None:
                 {"diversity_strength": -1.0}, {"n_best": 5}, {"min_len": -1}):
         with pytest.raises(ValueError):
             DiverseBeamSearch(**bad)
+
+
+def test_per_row_limits_equal_searching_each_row_alone() -> None:
+    lm = MarkovLM(seed=10)
+    strategy = DiverseBeamSearch(beam_size=4, num_groups=2, diversity_strength=1.0, n_best=3, length_penalty=0.6)
+    rows, limits = [3, 1, 4, 1, 5], torch.tensor([2, 7, 1, 5, 7])
+    together = strategy.search(lm, lm.initial_state(rows), batch_size=5, bos=BOS, eos=EOS, max_len=7,
+                               max_lens=limits)
+    for ctx, limit, hyps in zip(rows, limits.tolist(), together):
+        alone = run(strategy, lm, [ctx], max_len=limit)[0]
+        assert [(h.tokens, h.log_prob, h.score) for h in hyps] == [(h.tokens, h.log_prob, h.score) for h in alone]
+        assert all(len(h.tokens) <= limit for h in hyps)
