@@ -141,3 +141,68 @@ def test_attention_of_samples():
 def test_invalid_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SamplingSearch(**kwargs)
+
+
+def samples(results):
+    return [[(h.tokens, h.log_prob) for h in hyps] for hyps in results]
+
+
+def test_a_seeded_row_samples_the_same_wherever_it_is_searched():
+    lm = RandomLM(vocab_size=6, seed=3, scale=1.0, eos_bias=0.2)
+    strategy = SamplingSearch(seed=11, num_samples=4, temperature=1.3, top_k=4)
+    row, limit = 5, 7
+
+    def sample_of_row(rows, limits, max_len=8):
+        results = strategy.search(lm, lm.initial_state(rows), batch_size=len(rows), bos=BOS, eos=EOS,
+                                  max_len=max_len, max_lens=torch.tensor(limits))
+        return samples(results)[rows.index(row)]
+
+    [alone] = samples(run(strategy, lm, [row], limit))
+    assert sample_of_row([row], [limit], max_len=limit) == alone
+    assert sample_of_row([1, row, 9], [8, limit, 8]) == alone  # in a batch
+    assert sample_of_row([row, 2, 3, 4], [limit, 1, 2, 3]) == alone  # first, other limits
+    assert sample_of_row([0, 2, 8, row], [2, 8, 1, limit]) == alone  # last, another mix
+    assert len(alone) == 4 and len({tuple(t) for t, _ in alone}) > 1  # the samples differ from each other
+
+
+def test_seeded_sampling_is_the_same_in_groups_as_all_at_once():
+    lm = RandomLM(vocab_size=6, seed=8, scale=1.0, eos_bias=0.2)
+    strategy = SamplingSearch(seed=3, num_samples=2, top_p=0.9)
+    rows = list(range(10))
+    together = samples(run(strategy, lm, rows, 6))
+    grouped = samples(run(strategy, lm, rows[:3], 6)) + samples(run(strategy, lm, rows[3:], 6))
+    assert together == grouped
+
+
+def test_sampling_per_row_limits_equal_searching_each_row_alone():
+    lm = RandomLM(vocab_size=6, seed=4, scale=1.0, eos_bias=0.1)
+    rows = list(range(8))
+    limits = torch.tensor([3, 1, 8, 2, 5, 8, 4, 6])
+    strategy = SamplingSearch(seed=5, num_samples=3, temperature=1.5, min_len=1)
+    together = strategy.search(lm, lm.initial_state(rows), batch_size=len(rows), bos=BOS, eos=EOS, max_len=8,
+                               max_lens=limits)
+    assert SamplingSearch.row_limits
+    for row, limit, hyps in zip(rows, limits.tolist(), together):
+        [alone] = run(strategy, lm, [row], limit)
+        assert samples([hyps]) == samples([alone])
+        for h in hyps:
+            assert_consistent(h, lambda p, c=row: lm.log_probs(c, p), max_len=limit, min_len=1)
+
+
+def test_seeded_sampling_leaves_the_global_generator_alone():
+    lm = RandomLM(vocab_size=6, seed=0, scale=1.0)
+    before = torch.get_rng_state()
+    run(SamplingSearch(seed=1, num_samples=3), lm, range(4), 6)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_unseeded_sampling_draws_from_the_global_generator():
+    lm = RandomLM(vocab_size=6, seed=0, scale=1.0)
+    torch.manual_seed(5)
+    first = samples(run(SamplingSearch(num_samples=3), lm, range(4), 6))
+    after = torch.get_rng_state()
+    torch.manual_seed(5)
+    assert not torch.equal(torch.get_rng_state(), after)  # the search advanced it
+    assert samples(run(SamplingSearch(num_samples=3), lm, range(4), 6)) == first
+    torch.manual_seed(6)
+    assert samples(run(SamplingSearch(num_samples=3), lm, range(4), 6)) != first
