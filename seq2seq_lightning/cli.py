@@ -12,6 +12,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from seq2seq_lightning import _jsonargparse_names
+from seq2seq_lightning.callbacks.examples import ExampleCollector
 from seq2seq_lightning.callbacks.tracking import LoggedSaveConfig, prepare_wandb
 from seq2seq_lightning.callbacks.writer import PredictionWriter
 from seq2seq_lightning.checkpoints import UnsafeCheckpointError, load_checkpoint
@@ -121,6 +122,20 @@ class Seq2SeqCLI(LightningCLI):
                 init_args = spec.get("init_args")
                 if init_args is not None and init_args.get("save_dir") in (None, "", "."):  # "." is the default
                     init_args["save_dir"] = str(save_dir)
+
+    def _add_examples(self) -> None:
+        """Example outputs are collected (and printed at the end of fit and test) in every run."""
+        if not any(isinstance(c, ExampleCollector) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(ExampleCollector())
+
+    def before_fit(self) -> None:
+        self._add_examples()
+
+    def before_validate(self) -> None:
+        self._add_examples()
+
+    def before_test(self) -> None:
+        self._add_examples()
 
     def before_predict(self) -> None:
         output = self.config.predict.get("output")

@@ -4,9 +4,9 @@ One picture per image: the caption on top, then a grid of panels, the plain imag
 panel per generated word (and the end of the caption): the image with that step's attention over the
 encoder's grid upsampled and overlaid in red, the word as the panel's title. Drawn with Pillow only.
 
-:meth:`CaptioningModule.attention_picture` draws them for the validation examples it keeps, and the
-:class:`~seq2seq_lightning.callbacks.heatmaps.AttentionPlots` callback (the one translation's heatmaps
-go through) saves them as ``<log_dir>/attention/epoch=N/<i>.png`` and logs them to W&B.
+:func:`seq2seq_lightning.callbacks.heatmaps.attention_picture` draws them for the collected validation
+examples, and the :class:`~seq2seq_lightning.callbacks.heatmaps.AttentionPlots` callback (the one
+translation's heatmaps go through) saves them as ``<log_dir>/attention/epoch=N/<i>.png`` and logs them to W&B.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from PIL import Image, ImageDraw, ImageFont
 
+from seq2seq_lightning.callbacks.attention import attention_sheet, grid_of
+from seq2seq_lightning.callbacks.examples import ExampleCollector
 from seq2seq_lightning.callbacks.tracking import log_images
 
 # A perceptually ordered ramp (dark blue -> teal -> yellow) for attention weights in [0, 1].
@@ -48,11 +50,37 @@ def render_heatmap(weights: Sequence[Sequence[float]], rows: Sequence[str], cols
     return img
 
 
+def attention_picture(example: dict[str, Any]) -> Any:
+    """A PIL picture of a kept example's attention, or None: a heatmap (one row per output token, one
+    column per source token) when the example has source token labels, the image under each word's
+    attention when it has an image and the encoder's grid."""
+    attention = example.get("attention")
+    if attention is None:
+        return None
+    if example.get("source_labels"):
+        cols = example["source_labels"]
+
+        def visible(label: str) -> str:
+            return {" ": "␣", "": "∅"}.get(label, label)
+
+        weights = attention[:, : len(cols)].tolist()
+        return render_heatmap(weights, [visible(x) for x in example["output_labels"]], [visible(x) for x in cols],
+                              title=f"{example['source']} -> {example['hypothesis']}")
+    if example.get("image") is not None:
+        grid = grid_of(attention.size(1), example.get("grid"))
+        if grid is None:
+            return None
+        words = [w.lstrip("▁") for w in example["output_labels"]]
+        return attention_sheet(example["image"], words, attention, grid, example["hypothesis"])
+    return None
+
+
 class AttentionPlots(Callback):
     """After every validation, draws the attention of a few examples.
 
-    The module provides the pictures (``pl_module.attention_picture(example)``): a heatmap for text,
-    the image under each word's attention for captioning. Files go to
+    The pictures (:func:`attention_picture`) are a heatmap for text, the image under each word's
+    attention for captioning; the examples come from the trainer's
+    :class:`~seq2seq_lightning.callbacks.examples.ExampleCollector`. Files go to
     ``<log_dir>/attention/epoch=N/<i>.png``; with a W&B logger they are logged as images too.
 
     Args:
@@ -63,20 +91,20 @@ class AttentionPlots(Callback):
         self.num_examples = num_examples
         self.written: list[Path] = []
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        ExampleCollector.of(trainer)
+
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
             return
         log_dir = trainer.log_dir  # a collective under DDP: every rank asks
         if not trainer.is_global_zero:
             return
-        draw = getattr(pl_module, "attention_picture", None)
-        examples = getattr(pl_module, "examples", {}).get("val") or []
-        if draw is None:
-            return
+        examples = ExampleCollector.of(trainer).examples["val"]
         pictures: list[Any] = []
         captions: list[str] = []
         for ex in examples[: self.num_examples]:
-            picture = draw(ex)
+            picture = attention_picture(ex)
             if picture is not None:
                 pictures.append(picture)
                 captions.append(ex["hypothesis"])

@@ -16,6 +16,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
+from seq2seq_lightning.callbacks.examples import ExampleCollector
+
 WANDB_HOST = "api.wandb.ai"
 
 
@@ -78,9 +80,12 @@ class SampleTable(Callback):
     def __init__(self, key: str = "val/samples") -> None:
         self.key = key
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        ExampleCollector.of(trainer)
+
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         loggers = wandb_loggers(trainer)
-        examples = getattr(pl_module, "examples", {}).get("val") or []
+        examples = ExampleCollector.of(trainer).examples["val"]
         if not loggers or not examples or trainer.sanity_checking or not trainer.is_global_zero:
             return
         import wandb

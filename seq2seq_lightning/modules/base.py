@@ -1,7 +1,7 @@
 """The shared Seq2Seq LightningModule: encoder -> conditional LM decoder -> search strategy.
 
 Translation and captioning differ only in how a batch is encoded, how long outputs may be, and
-which metrics they report; everything else (loss, perplexity, decoding, predict rows, examples)
+which metrics they report; everything else (loss, perplexity, decoding, predict rows)
 lives here.
 """
 
@@ -120,7 +120,6 @@ class Seq2SeqModule(L.LightningModule):
         # epoch-end hook and logged as plain values (no collective hides in rank-0-only code)
         self.token_means = torch.nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("train", "val", "test")
                                                 for m in ("loss", "nll", "acc")})
-        self.examples: dict[str, list[dict[str, Any]]] = {"val": [], "test": []}
 
     @classmethod
     def build_encoder(cls, encoder: Any, *args: Any) -> Encoder:
@@ -264,38 +263,24 @@ class Seq2SeqModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         return self._loss(batch, "train")
 
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+    def _eval_step(self, batch: dict[str, Any], stage: str) -> dict[str, Any]:
+        """Loss, search and metrics of one evaluation batch; returns the hypotheses and their strings
+        (callbacks such as :class:`~seq2seq_lightning.callbacks.examples.ExampleCollector` read them)."""
         self._loss(batch, stage)
         found = self.search(batch)
         hyps = self.detokenize(found)
         self.update_metrics(stage, hyps, batch)
-        room = self.num_examples - len(self.examples[stage])
-        for i in range(min(room, len(hyps))):
-            example = {"source": self.source_repr(batch, i), "reference": self.reference_repr(batch, i),
-                       "hypothesis": hyps[i], "attention": None, "output_labels": []}
-            if found[i]:
-                best = found[i][0]
-                labels = [self.target_tokenizer.id_to_token(t) or "?" for t in best.tokens]
-                if best.attention is not None:
-                    example["attention"] = best.attention.detach().float().cpu()  # (steps, S)
-                    labels += ["</s>"] * (best.attention.size(0) - len(labels))
-                example["output_labels"] = labels
-            example.update(self.example_extras(batch, i))
-            self.examples[stage].append(example)
+        return {"hypotheses": found, "outputs": hyps}
 
     def example_extras(self, batch: dict[str, Any], i: int) -> dict[str, Any]:
         """Task-specific fields of a kept example (source token labels, the image, ...)."""
         return {}
 
-    def attention_picture(self, example: dict[str, Any]) -> Any:
-        """A PIL image of the example's attention, or None (see callbacks.heatmaps.AttentionPlots)."""
-        return None
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self._eval_step(batch, "val")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self._eval_step(batch, "test")
 
     def _epoch_end(self, stage: str) -> None:
         means = {m: self.token_means[f"{stage}_{m}"].compute() for m in ("loss", "nll", "acc")}
@@ -315,8 +300,6 @@ class Seq2SeqModule(L.LightningModule):
         with torch.inference_mode(False):
             for metric in self.metrics_for(stage):
                 metric.reset()
-        if stage in self.examples:
-            self.examples[stage] = []
 
     def on_train_epoch_start(self) -> None:
         self.reset_metrics("train")
@@ -335,25 +318,6 @@ class Seq2SeqModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")
-
-    def on_fit_end(self) -> None:
-        self.print_examples("val")
-
-    def on_test_end(self) -> None:
-        self.print_examples("test")
-
-    def print_examples(self, stage: str) -> None:
-        if self.trainer is None or not self.trainer.is_global_zero or not self.examples[stage]:
-            return
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"Example outputs ({stage})", show_lines=False)
-        for col in ("source", "reference", "hypothesis"):
-            table.add_column(col, overflow="fold")
-        for ex in self.examples[stage]:
-            table.add_row(ex["source"], ex["reference"], ex["hypothesis"])
-        Console().print(table)
 
     # -- prediction ---------------------------------------------------------------------------
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:

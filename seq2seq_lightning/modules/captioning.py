@@ -14,7 +14,6 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.text import BLEUScore
 
-from seq2seq_lightning.callbacks.attention import attention_sheet, grid_of, to_pil
 from seq2seq_lightning.data.caption_batches import batch_rows
 from seq2seq_lightning.data.images import ImageTransform, load_image
 from seq2seq_lightning.data.tokenizer import Tokenizer
@@ -110,23 +109,12 @@ class CaptioningModule(Seq2SeqModule):
             self.log(f"{stage}/bleu{n}", self.bleu[f"{stage}_{n}"].compute() * 100.0)
         self.log(f"{stage}/cider", self.cider[stage].compute())
 
-    # -- examples and their attention pictures ---------------------------------------------------
+    # -- examples ----------------------------------------------------------------------------------
     def example_extras(self, batch: dict[str, Any], i: int) -> dict[str, Any]:
-        """The example's image (as the network saw it) and the encoder's grid shape."""
+        """The example's image as the network saw it ((3, H, W) float in [0, 1]) and the encoder's grid."""
         transform = ImageTransform.from_spec(self.image_transform)
-        return {"image": to_pil(transform.unnormalize(batch["images"][i].detach().float().cpu())),
+        return {"image": transform.unnormalize(batch["images"][i].detach().float().cpu()),
                 "grid": getattr(self.encoder, "grid_shape", None)}
-
-    def attention_picture(self, example: dict[str, Any]) -> Any:
-        """The image under each word's attention (see :mod:`seq2seq_lightning.callbacks.attention`)."""
-        attention, image = example.get("attention"), example.get("image")
-        if attention is None or image is None:
-            return None
-        grid = grid_of(attention.size(1), example.get("grid"))
-        if grid is None:
-            return None
-        words = [w.lstrip("\u2581") for w in example["output_labels"]]
-        return attention_sheet(image, words, attention, grid, example["hypothesis"])
 
     # -- unreadable images: skipped and counted --------------------------------------------------
     def _count_skipped(self, batch: dict[str, Any], stage: str) -> bool:
@@ -143,13 +131,11 @@ class CaptioningModule(Seq2SeqModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         return super().training_step(batch, batch_idx) if self._count_skipped(batch, "train") else None
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if self._count_skipped(batch, "val"):
-            super().validation_step(batch, batch_idx)
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
+        return super().validation_step(batch, batch_idx) if self._count_skipped(batch, "val") else None
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if self._count_skipped(batch, "test"):
-            super().test_step(batch, batch_idx)
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
+        return super().test_step(batch, batch_idx) if self._count_skipped(batch, "test") else None
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """One row per input image; an unreadable one gets ``output`` "" and its ``error``."""

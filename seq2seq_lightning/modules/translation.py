@@ -102,20 +102,6 @@ class TranslationModule(Seq2SeqModule):
         ids = batch["source"][i, :n].tolist()
         return {"source_labels": [self.source_tokenizer.id_to_token(t) or "?" for t in ids]}
 
-    def attention_picture(self, example: dict[str, Any]) -> Any:
-        """A heatmap: one row per output token, one column per source token."""
-        attention, cols = example.get("attention"), example.get("source_labels")
-        if attention is None or not cols:
-            return None
-        from seq2seq_lightning.callbacks.heatmaps import render_heatmap
-
-        def visible(label: str) -> str:
-            return {" ": "␣", "": "∅"}.get(label, label)
-
-        weights = attention[:, : len(cols)].tolist()
-        return render_heatmap(weights, [visible(x) for x in example["output_labels"]], [visible(x) for x in cols],
-                              title=f"{example['source']} -> {example['hypothesis']}")
-
     # -- Python API ----------------------------------------------------------------------------
     def translate(self, sentences: list[str], strategy: SearchStrategy | str | None = None,
                   **strategy_kwargs: Any) -> list[str]:

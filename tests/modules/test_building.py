@@ -99,3 +99,15 @@ def test_decoders_are_built_by_registry_name(data: DatesDataModule) -> None:
     assert isinstance(model.decoder, RNNDecoder)
     with pytest.raises(KeyError, match="known decoder names: .*rnn"):
         TranslationModule(encoder=SMALL, decoder="nope", tokenizers=data.tokenizers)
+
+
+def test_modules_compute_and_callbacks_observe() -> None:
+    """No module imports from callbacks/ (examples, pictures and tables are collected by callbacks)."""
+    import ast
+
+    folder = Path(__file__).resolve().parents[2] / "seq2seq_lightning" / "modules"
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            assert not any(n.startswith("seq2seq_lightning.callbacks") for n in names), (path.name, names)

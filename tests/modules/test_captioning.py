@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from seq2seq_lightning import CaptioningModule, TranslationModule
+from seq2seq_lightning.callbacks.examples import ExampleCollector
 from seq2seq_lightning.callbacks.heatmaps import AttentionPlots
 from seq2seq_lightning.callbacks.writer import PredictionWriter
 from seq2seq_lightning.data.captioning import CaptioningDataModule, collate_captions
@@ -62,7 +63,7 @@ def test_needs_a_caption_tokenizer() -> None:
 
 
 def test_fit_logs_metrics_and_draws_attention(fitted: tuple[CaptioningModule, L.Trainer]) -> None:
-    model, t = fitted
+    _, t = fitted
     metrics = t.callback_metrics
     for key in ("train/loss", "val/loss", "val/ppl", "val/bleu4", "val/cider", "train/skipped_images"):
         assert key in metrics, key
@@ -73,7 +74,7 @@ def test_fit_logs_metrics_and_draws_attention(fitted: tuple[CaptioningModule, L.
                      "attention/epoch=1/1.png"]
     with Image.open(pictures.written[0]) as sheet:
         assert sheet.format == "PNG" and sheet.width > 96 and sheet.height > 96
-    example = model.examples["val"][0]
+    example = ExampleCollector.of(t).examples["val"][0]
     assert example["image"].size == (64, 64) and example["grid"] == (2, 2)
     assert example["attention"].shape == (len(example["output_labels"]), 4)
     torch.testing.assert_close(example["attention"].sum(1), torch.ones(len(example["output_labels"])))
@@ -85,7 +86,8 @@ def test_test_metrics(fitted: tuple[CaptioningModule, L.Trainer], data: ShapesDa
     for key in ("test/bleu1", "test/bleu2", "test/bleu3", "test/bleu4", "test/cider", "test/loss", "test/ppl"):
         assert key in result, key
     assert 100.0 >= result["test/bleu1"] >= result["test/bleu4"] >= 0.0 and result["test/cider"] >= 0.0
-    assert model.examples["test"] and model.examples["test"][0]["source"] == "shapes/test/0"
+    examples = ExampleCollector.of(t).examples["test"]
+    assert examples and examples[0]["source"] == "shapes/test/0"
 
 
 def photo(size: tuple[int, int], mode: str, seed: int) -> Image.Image:
