@@ -18,9 +18,6 @@ from seq2seq_lightning.testing import ToyStepDecoder, check_decoder, check_encod
 
 SMALL_RNN = {"embedding_size": 8, "hidden_size": 6}
 SMALL_DECODER = {"embedding_size": 8, "hidden_size": 7}
-SAMPLING_XFAIL = pytest.mark.xfail(
-    strict=False, reason="sampling with a seed draws every row from one generator, so a row's sample depends on "
-    "the rows before it; per-row seeded generators are on their way")
 
 
 # -- built-ins pass ---------------------------------------------------------------------------------
@@ -83,9 +80,9 @@ def test_beam_passes(kwargs: dict) -> None:
 
 
 @pytest.mark.parametrize("kwargs", [
-    pytest.param({"seed": 0}, marks=SAMPLING_XFAIL),
-    pytest.param({"seed": 1, "temperature": 0.7, "top_k": 3, "num_samples": 3}, marks=SAMPLING_XFAIL),
-    pytest.param({"seed": 2, "top_p": 0.8, "min_len": 1}, marks=SAMPLING_XFAIL),
+    {"seed": 0},
+    {"seed": 1, "temperature": 0.7, "top_k": 3, "num_samples": 3},
+    {"seed": 2, "top_p": 0.8, "min_len": 1},
 ], ids=["seed", "top-k-samples", "top-p-min-len"])
 def test_sampling_with_a_seed_passes(kwargs: dict) -> None:
     check_strategy(SamplingSearch, **kwargs)
