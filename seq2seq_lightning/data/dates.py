@@ -198,8 +198,8 @@ class DatesDataModule(TranslationDataModule):
             self._examples = {"train": train, "val": val, "test": test}
         return self._examples[split]
 
-    def _has_builtin(self, split: str) -> bool:
-        return split in ("train", "val", "test")
+    def has_split(self, split: str) -> bool:
+        return split in ("train", "val", "test") or super().has_split(split)
 
     def _read_pairs(self, split: str) -> list[tuple[str, str]]:
         return [(example.source, example.target) for example in self.examples(split)]

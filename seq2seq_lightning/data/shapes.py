@@ -171,7 +171,8 @@ class ShapesDataModule(CaptioningDataModule):
         return self._scenes[split]
 
     def has_split(self, split: str) -> bool:
-        return {"train": self.num_train, "val": self.num_val, "test": self.num_test}[split] > 0
+        sizes = {"train": self.num_train, "val": self.num_val, "test": self.num_test}
+        return sizes[split] > 0 if split in sizes else super().has_split(split)
 
     def load_split(self, split: str) -> list[CaptionedImage]:
         return [CaptionedImage(f"shapes/{split}/{i}", captions(scene)) for i, scene in enumerate(self.scenes(split))]

@@ -15,24 +15,21 @@ from __future__ import annotations
 
 import logging
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from seq2seq_lightning.data.batching import BucketBatchSampler, collate_translation
-from seq2seq_lightning.data.loader import ResumableDataLoader
+from seq2seq_lightning.data.base import Seq2SeqDataModule
+from seq2seq_lightning.data.batching import collate_translation
 from seq2seq_lightning.data.predict_stream import PredictLoader, StreamingPredictDataset
 from seq2seq_lightning.data.text import filter_pairs, read_parallel, read_tsv
 from seq2seq_lightning.data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test", "predict")
-_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
 _ENCODE_CHUNK = 10_000
 
 
@@ -114,7 +111,7 @@ class TranslationDataset(Dataset):
         return lengths.tolist()
 
 
-class TranslationDataModule(L.LightningDataModule):
+class TranslationDataModule(Seq2SeqDataModule):
     """Parallel text from TSV or line-aligned files, tokenized and batched by length.
 
     Batches are dicts: ``source`` (B, S) and ``target`` (B, T) long tensors padded with ``<pad>``
@@ -148,6 +145,8 @@ class TranslationDataModule(L.LightningDataModule):
             training new ones; filled from a checkpoint when resuming or predicting.
     """
 
+    tokenizer_keys = ("source", "target")
+
     def __init__(
         self,
         train_path: str | None = None,
@@ -169,26 +168,24 @@ class TranslationDataModule(L.LightningDataModule):
         seed: int = 0,
         tokenizers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__()
         if tokenizer not in ("char", "word", "bpe"):
             raise ValueError(f"unknown tokenizer kind {tokenizer!r}; valid kinds: char, word, bpe")
-        if tokenizers is not None and set(tokenizers) != {"source", "target"}:
-            raise ValueError(f"tokenizers must have the keys 'source' and 'target', got {sorted(tokenizers)}")
-        self.paths = {"train": train_path, "val": val_path, "test": test_path, "predict": predict_path}
+        super().__init__(
+            paths={"train": train_path, "val": val_path, "test": test_path, "predict": predict_path},
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            tokenizers=tokenizers,
+        )
         self.source_lang, self.target_lang = source_lang, target_lang
         self.tokenizer_kind, self.vocab_size = tokenizer, vocab_size
         self.shared_vocab, self.lowercase = shared_vocab, lowercase
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size if eval_batch_size is not None else batch_size
         self.max_source_len, self.max_target_len = max_source_len, max_target_len
         if not 0.0 <= max_skipped_fraction <= 1.0:
             raise ValueError(f"max_skipped_fraction must be within [0, 1], got {max_skipped_fraction}")
         self.max_skipped_fraction = max_skipped_fraction
-        self.num_workers, self.seed = num_workers, seed
-        self._tokenizer_json: dict[str, str] | None = dict(tokenizers) if tokenizers is not None else None
-        self._tokenizer_objects: dict[str, Tokenizer] | None = None
         self._pairs: dict[str, list[tuple[str, str]]] = {}
-        self.datasets: dict[str, TranslationDataset | StreamingPredictDataset] = {}
         self.skipped: dict[str, dict[str, int]] = {}  # split -> reason -> count (training pairs)
         self.truncated: dict[str, int] = {}  # split -> rows whose ids were truncated
 
@@ -221,16 +218,8 @@ class TranslationDataModule(L.LightningDataModule):
         return path.replace("{lang}", self.source_lang)
 
     # ------------------------------------------------------------------ tokenizers
-    @property
-    def tokenizers(self) -> dict[str, str]:
-        """``{"source": json, "target": json}``; trained on the training split on first access if not given."""
-        if self._tokenizer_json is None:
-            self._tokenizer_json = self._train_tokenizers()
-        return dict(self._tokenizer_json)
-
-    def _train_tokenizers(self) -> dict[str, str]:
-        if self.paths["train"] is None and not self._has_builtin("train"):
-            raise ValueError("no tokenizers were given and there is no train_path to train them on")
+    def train_tokenizers(self) -> dict[str, str]:
+        """``{"source": json, "target": json}`` trained on the training pairs (one shared with shared_vocab)."""
         pairs = self.load_pairs("train")
         options = {"kind": self.tokenizer_kind, "vocab_size": self.vocab_size, "lowercase": self.lowercase}
         sources = [source for source, _ in pairs]
@@ -246,45 +235,14 @@ class TranslationDataModule(L.LightningDataModule):
         log.info("trained %s tokenizers on %d training pairs", self.tokenizer_kind, len(pairs))
         return result
 
-    def _tokenizer(self, side: str) -> Tokenizer:
-        if self._tokenizer_objects is None:
-            source = Tokenizer.from_json(self.tokenizers["source"])
-            same = self.tokenizers["target"] == self.tokenizers["source"]
-            target = source if same else Tokenizer.from_json(self.tokenizers["target"])
-            self._tokenizer_objects = {"source": source, "target": target}
-        return self._tokenizer_objects[side]
-
     @property
     def source_tokenizer(self) -> Tokenizer:
-        return self._tokenizer("source")
-
-    @property
-    def target_tokenizer(self) -> Tokenizer:
-        return self._tokenizer("target")
-
-    @property
-    def pad_id(self) -> int:
-        return self.target_tokenizer.pad_id
+        return self.get_tokenizer("source")
 
     # ------------------------------------------------------------------ datasets
-    def setup(self, stage: str | None = None) -> None:
-        """Build the datasets the stage needs ("fit": train+val, "validate", "test", "predict")."""
-        if stage is None:
-            splits = [split for split in SPLITS if self.paths[split] is not None or self._has_builtin(split)]
-        elif stage in _STAGE_SPLITS:
-            splits = list(_STAGE_SPLITS[stage])
-        else:
-            raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(_STAGE_SPLITS)}")
-        for split in splits:
-            if split in self.datasets:
-                continue
-            if split == "val" and self.paths["val"] is None and not self._has_builtin("val"):
-                continue  # fitting without validation
-            self.datasets[split] = self._build_predict() if split == "predict" else self._build_pairs(split)
-
-    def _has_builtin(self, split: str) -> bool:
-        """Whether ``split`` exists without a path (subclasses that generate data say so)."""
-        return False
+    def build_dataset(self, split: str) -> TranslationDataset | StreamingPredictDataset:
+        """Tokenized pairs of ``split``; for "predict", a stream of ready batches of the input lines."""
+        return self._build_predict() if split == "predict" else self._build_pairs(split)
 
     def _build_pairs(self, split: str) -> TranslationDataset:
         pairs = self.load_pairs(split)
@@ -350,52 +308,9 @@ class TranslationDataModule(L.LightningDataModule):
                 self.max_target_len,
             )
 
-    def dataset(self, split: str) -> TranslationDataset | StreamingPredictDataset:
-        """The dataset of ``split``, set up on demand ("predict": a stream of ready batches)."""
-        if split not in self.datasets:
-            stage = {"train": "fit", "val": "validate", "test": "test", "predict": "predict"}[split]
-            self.setup(stage)
-        if split not in self.datasets:
-            raise ValueError(f"there is no {split} data")
-        return self.datasets[split]
-
     # ------------------------------------------------------------------ loaders
-    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
-        return ResumableDataLoader(
-            dataset,
-            seed=self.seed,
-            collate_fn=partial(collate_translation, pad_id=self.pad_id),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            **kwargs,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        dataset = self.dataset("train")
-        sampler = BucketBatchSampler(dataset.lengths, self.batch_size, shuffle=True, seed=self.seed)
-        if self.trainer is not None:
-            sampler.set_epoch(self.trainer.current_epoch)
-        return self._loader(dataset, batch_sampler=sampler, consumed=self._consumed_batches)
-
-    def _consumed_batches(self) -> int | None:
-        """Batches of the current epoch the attached trainer's loop has consumed."""
-        trainer = self.trainer
-        if trainer is None:
-            return None
-        return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
-
-    def _eval_loader(self, split: str) -> DataLoader:
-        dataset = self.dataset(split)
-        sampler = BucketBatchSampler(dataset.lengths, self.eval_batch_size, shuffle=False, seed=self.seed)
-        return self._loader(dataset, batch_sampler=sampler)
-
-    def val_dataloader(self) -> DataLoader | list:
-        if "val" not in self.datasets and self.paths["val"] is None and not self._has_builtin("val"):
-            return []
-        return self._eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+    def collate_fn(self, split: str) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+        return partial(collate_translation, pad_id=self.pad_id)
 
     def predict_dataloader(self) -> DataLoader:
         # Streamed, length-sorted within chunks; every batch carries "index" and the writer restores
@@ -409,19 +324,3 @@ class TranslationDataModule(L.LightningDataModule):
             on_end=lambda truncated, rows: self._note_truncation("predict", truncated, rows),
             num_workers=self.num_workers,
         )
-
-    # ------------------------------------------------------------------ checkpoint state
-    def state_dict(self) -> dict[str, Any]:
-        return {"tokenizers": dict(self._tokenizer_json)} if self._tokenizer_json is not None else {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved = state_dict.get("tokenizers")
-        if saved is None:
-            return
-        if self._tokenizer_json is None:
-            self._tokenizer_json = dict(saved)
-        elif dict(saved) != self._tokenizer_json:
-            raise ValueError(
-                "the checkpoint's tokenizers differ from the ones this data module uses; "
-                "pass the checkpoint's tokenizers (data.tokenizers) instead of training new ones"
-            )
