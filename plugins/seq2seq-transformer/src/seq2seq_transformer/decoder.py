@@ -150,7 +150,8 @@ class TransformerDecoder(Decoder):
     layers (causal self-attention, cross-attention over the encoder memory under its padding mask,
     feed-forward) and a final layer norm. The memory is projected to ``d_model`` when
     ``memory_size`` differs. The attention returned by :meth:`forward` and kept in
-    ``last_attention`` is the last layer's cross-attention, averaged over heads.
+    ``last_attention`` is the last layer's cross-attention, averaged over heads. The defaults match
+    this plugin's ``TransformerEncoder``.
 
     Args:
         vocab_size: target vocabulary size (passed by the module).
@@ -174,10 +175,10 @@ class TransformerDecoder(Decoder):
         self,
         vocab_size: int,
         memory_size: int,
-        d_model: int = 256,
+        d_model: int = 128,
         num_heads: int = 4,
-        num_layers: int = 3,
-        ff_size: int = 1024,
+        num_layers: int = 2,
+        ff_size: int = 256,
         dropout: float = 0.1,
         padding_idx: int = 0,
         max_positions: int = 512,
