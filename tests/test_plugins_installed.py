@@ -113,3 +113,22 @@ def test_fit_with_the_transformer_encoder_then_predict_with_diverse_beam(plugins
     assert type(model.encoder).__name__ == "TransformerEncoder"
     translated = model.translate(lines, strategy="diverse_beam", beam_size=4, num_groups=2)
     assert len(translated) == len(lines) and translated[1] == ""
+
+
+def test_fit_with_the_transformer_encoder_and_decoder(plugins_installed: None, tmp_path: Path) -> None:
+    """`--model.encoder=transformer --model.decoder=transformer` on the dates config trains and decodes."""
+    run = tmp_path / "run"
+    small = [a for a in TINY if "decoder" not in a] + [
+        "--model.decoder=transformer", "--model.decoder.d_model=32", "--model.decoder.num_heads=2",
+        "--model.decoder.num_layers=1", "--model.decoder.ff_size=64", "--trainer.max_epochs=1"]
+    seq2seq("fit", "-c", str(CONFIG), *small, f"--trainer.default_root_dir={run}")
+    ckpt = max(run.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    import torch
+
+    hparams = torch.load(ckpt, weights_only=True)["hyper_parameters"]
+    assert hparams["decoder"]["class_path"] == "seq2seq_transformer.decoder.TransformerDecoder"
+    from seq2seq_lightning import TranslationModule
+
+    model = TranslationModule.load_from_checkpoint(ckpt)
+    outputs = model.translate(["3 mars 1998", "Jun 1, 1950"], strategy="beam", beam_size=3)
+    assert len(outputs) == 2 and all(isinstance(o, str) for o in outputs)
