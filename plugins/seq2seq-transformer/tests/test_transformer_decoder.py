@@ -69,16 +69,41 @@ def test_step_equals_teacher_forcing(options: dict, memory_size: int) -> None:
 
 
 def test_cache_grows_by_one_position_per_step() -> None:
-    dec = decoder()
+    dec = decoder(max_positions=40)
     state = dec.init_state(encoder_output([6, 3]))
-    assert state.position == 0 and all(k.size(2) == 0 for k in state.keys)
-    assert len(state.memory_keys) == 2 and state.memory_keys[0].shape == (2, 4, 6, 4)
-    memory_keys = state.memory_keys
-    for t in range(1, 4):
+    assert state.position == 0 and state.cache.shape == (2, 2, 2, 4, 16, 4)  # (L, k/v, N, H, capacity, d)
+    assert state.memory.shape == (2, 2, 2, 4, 6, 4)
+    memory, buffer = state.memory, state.cache
+    for t in range(1, 21):
         _, state = dec.step(torch.tensor([BOS, 5]), state)
-        assert state.position == t
-        assert all(k.shape == (2, 4, t, 4) and v.shape == (2, 4, t, 4) for k, v in zip(state.keys, state.values))
-        assert state.memory_keys is memory_keys  # computed once, in init_state
+        assert state.position == t and state.written == [t]
+        assert state.memory is memory  # computed once, in init_state
+        if t <= 16:
+            assert state.cache is buffer  # appended in place
+    assert state.cache.size(4) == 32  # grown once, doubling
+    for _ in range(20):
+        _, state = dec.step(torch.tensor([BOS, 5]), state)
+    assert state.position == 40 and state.cache.size(4) == 40  # capped at max_positions
+
+
+def test_states_stay_valid_when_stepped_twice() -> None:
+    """Stepping one state twice (different tokens) never changes the first result's state: the
+    second step copies the cache instead of overwriting the position the first one appended."""
+    dec = decoder()
+    enc = encoder_output([6, 2])
+    tokens = torch.tensor([[BOS, 4, 5, 6, 7], [BOS, 8, 9, 10, 11]])
+    reference, _, _ = run_steps(dec, tokens, dec.init_state(enc))
+    _, state = dec.step(tokens[:, 0], dec.init_state(enc))
+    _, first = dec.step(tokens[:, 1], state)
+    _, other = dec.step(torch.tensor([12, 12]), state)  # a second step from the same state
+    _, again = dec.step(torch.tensor([3, 3]), state)
+    assert other.cache is not first.cache and again.cache is not other.cache
+    rest, _, _ = run_steps(dec, tokens[:, 2:], first)
+    torch.testing.assert_close(rest, reference[:, 2:])
+    # and the branches themselves are what a fresh run over their tokens gives
+    branch, _, _ = run_steps(dec, torch.tensor([[BOS, 12, 5], [BOS, 12, 9]]), dec.init_state(enc))
+    after, _ = dec.step(torch.tensor([5, 9]), other)
+    torch.testing.assert_close(after, branch[:, 2])
 
 
 def test_a_step_does_not_rerun_the_prefix() -> None:
@@ -148,8 +173,8 @@ def test_reorder_state_picks_repeats_and_drops_rows() -> None:
         _, state = dec.step(torch.full((3,), token), state)
     index = torch.tensor([2, 2, 0])  # row 1 dropped, row 2 repeated
     moved = dec.reorder_state(state, index)
-    tensors = [*moved.keys, *moved.values, *moved.memory_keys, *moved.memory_values, moved.key_mask, moved.has_memory]
-    assert all(t.size(0) == 3 for t in tensors) and moved.position == state.position
+    assert moved.cache.size(2) == moved.memory.size(2) == moved.key_mask.size(0) == moved.has_memory.size(0) == 3
+    assert moved.position == state.position
     a, _ = dec.step(torch.tensor([4, 4, 4]), moved)
     att_a = dec.last_attention
     b, _ = dec.step(torch.tensor([4, 4, 4]), state)

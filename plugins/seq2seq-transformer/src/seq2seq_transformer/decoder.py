@@ -2,9 +2,9 @@
 
 Teacher forcing runs all T positions at once under a causal mask. Search runs one position per
 :meth:`TransformerDecoder.step`: each layer caches the keys and values of the positions so far, so
-a step projects only the new token and its query attends over the cache (O(t) per step, no re-run
-of the prefix); the cross-attention keys and values over the memory are computed once, in
-:meth:`TransformerDecoder.init_state`.
+a step projects only the new token, appends its keys and values to the cache and attends over it
+with the one new query (O(t) per step, no re-run of the prefix); the cross-attention keys and
+values over the memory are computed once, in :meth:`TransformerDecoder.init_state`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, caus
     ``causal``: position i sees keys 0..i (T == S) -> output (N, H, T, d) and, with
     ``need_weights``, the weights averaged over heads (N, T, S).
     """
-    if not need_weights:
+    if not need_weights and q.size(2) > 1:  # a fused kernel; for a single query (a step) plain products are faster
         mask = None if key_mask is None else key_mask[:, None, None, :]  # (N, 1, 1, S)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal), None
     scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(q.size(-1))  # (N, H, T, S)
@@ -41,7 +41,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, caus
         scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
     weights = scores.softmax(dim=-1).to(q.dtype)  # (N, H, T, S)
     out = F.dropout(weights, dropout, training=dropout > 0) @ v  # (N, H, T, d)
-    return out, weights.mean(dim=1)
+    return out, weights.mean(dim=1) if need_weights else None
 
 
 class Attention(nn.Module):
@@ -83,64 +83,83 @@ class DecoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.p = dropout
 
-    def forward(self, x: Tensor, memory_kv: tuple[Tensor, Tensor], key_mask: Tensor, has_memory: Tensor,
-                cache: tuple[Tensor, Tensor] | None = None, need_weights: bool = False,
-                ) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor | None]:
-        """x (N, T, D); memory keys/values (N, H, S, D/H); key_mask (N, S); has_memory (N,) bool.
+    def forward(self, x: Tensor, memory_kv: Tensor, key_mask: Tensor, has_memory: Tensor,
+                cache: Tensor | None = None, position: int = 0, need_weights: bool = False,
+                ) -> tuple[Tensor, Tensor | None]:
+        """x (N, T, D); memory_kv (2, N, H, S, D/H) cross-attention keys and values; key_mask (N, S);
+        has_memory (N,) bool.
 
-        Without ``cache`` the T positions attend causally to each other (teacher forcing); with a
-        cache (keys, values (N, H, t, D/H) of the earlier positions) the new positions attend over
-        cache and themselves. Returns x (N, T, D), the self-attention keys/values now (N, H, t+T, D/H)
-        and, with ``need_weights``, the cross-attention weights (N, T, S).
+        Without ``cache`` the T positions attend causally to each other (teacher forcing). With a
+        cache (2, N, H, C, D/H) holding the keys and values of positions ``< position``, the one new
+        position (T = 1) writes its own at ``position`` and attends over ``0 .. position``.
+        Returns x (N, T, D) and, with ``need_weights``, the cross-attention weights (N, T, S).
         """
         p = self.p if self.training else 0.0
         h = self.self_norm(x)
         q = self.self_attn.heads(self.self_attn.query(h))  # (N, H, T, d)
         k, v = self.self_attn.keys_values(h)
         if cache is not None:
-            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)  # (N, H, t+T, d)
+            cache[0, :, :, position], cache[1, :, :, position] = k[:, :, 0], v[:, :, 0]
+            k, v = cache[0, :, :, : position + 1], cache[1, :, :, : position + 1]  # (N, H, t+1, d)
         a, _ = attend(q, k, v, causal=cache is None and x.size(1) > 1, dropout=p)
         x = x + self.dropout(self.self_attn.out(self.self_attn.merge(a)))
         h = self.cross_norm(x)
         q = self.cross_attn.heads(self.cross_attn.query(h))
-        a, weights = attend(q, *memory_kv, key_mask=key_mask, dropout=p, need_weights=need_weights)
+        a, weights = attend(q, memory_kv[0], memory_kv[1], key_mask=key_mask, dropout=p, need_weights=need_weights)
         a = self.cross_attn.merge(a) * has_memory[:, None, None].to(a.dtype)  # an empty source reads nothing
         x = x + self.dropout(self.cross_attn.out(a))
         x = x + self.dropout(self.ff(self.ff_norm(x)))
         if weights is not None:
             weights = weights * has_memory[:, None, None].to(weights.dtype)
-        return x, (k, v), weights
+        return x, weights
 
 
 @dataclass
 class TransformerDecoderState:
     """Everything :meth:`TransformerDecoder.step` carries; row i of every tensor is one hypothesis.
 
+    A step appends the new position's keys and values to ``cache`` in place, so it costs no copy of
+    the prefix. States are never changed by a step, though: one buffer may back several states (the
+    one before a step and the one after), ``written`` (shared by them) says how many positions of it
+    hold values, and a step appends in place only when nothing was written after its state's
+    ``position``; otherwise (a state stepped twice) or when the buffer is full it copies first.
+
     Attributes:
-        keys: per layer (N, H, t, D/H) self-attention keys of the t positions decoded so far.
-        values: per layer (N, H, t, D/H) the matching values.
-        memory_keys: per layer (N, H, S, D/H) cross-attention keys over the memory.
-        memory_values: per layer (N, H, S, D/H) cross-attention values over the memory.
+        cache: (L, 2, N, H, C, D/H) self-attention keys (``[:, 0]``) and values (``[:, 1]``) of
+            every layer; positions ``< position`` hold values, C >= position is the capacity.
+        written: one-element list shared by the states on ``cache``: positions of it written so far.
+        memory: (L, 2, N, H, S, D/H) cross-attention keys and values over the memory, every layer.
         key_mask: (N, S) bool, the source positions attended (the real ones; all for an empty source).
         has_memory: (N,) bool, whether the source has a real position.
         position: t, the position of the next token.
     """
 
-    keys: list[Tensor]
-    values: list[Tensor]
-    memory_keys: list[Tensor]
-    memory_values: list[Tensor]
+    cache: Tensor
+    written: list[int]
+    memory: Tensor
     key_mask: Tensor
     has_memory: Tensor
     position: int
 
     def index_select(self, index: Tensor) -> TransformerDecoderState:
-        def rows(ts: list[Tensor]) -> list[Tensor]:
-            return [t.index_select(0, index) for t in ts]
-
-        return TransformerDecoderState(rows(self.keys), rows(self.values), rows(self.memory_keys),
-                                       rows(self.memory_values), self.key_mask.index_select(0, index),
+        """Rows ``index`` (repeated or dropped) of every tensor; the cache is copied into a new buffer."""
+        return TransformerDecoderState(self.cache.index_select(2, index), [self.position],
+                                       self.memory.index_select(2, index), self.key_mask.index_select(0, index),
                                        self.has_memory.index_select(0, index), self.position)
+
+    def appendable(self, max_positions: int) -> tuple[Tensor, list[int]]:
+        """A buffer and its counter where position ``position`` may be written without changing
+        any other state: this one when nothing follows ``position`` and there is room, else a copy
+        (capacity doubled, at most ``max_positions``)."""
+        t, capacity = self.position, self.cache.size(4)
+        if self.written[0] == t and t < capacity:
+            return self.cache, self.written
+        capacity = min(max(2 * capacity, t + 1, 16), max(max_positions, t + 1))
+        shape = list(self.cache.shape)
+        shape[4] = capacity
+        cache = self.cache.new_empty(shape)
+        cache[:, :, :, :, :t] = self.cache[:, :, :, :, :t]
+        return cache, [t]
 
 
 class TransformerDecoder(Decoder):
@@ -231,47 +250,41 @@ class TransformerDecoder(Decoder):
     def init_state(self, enc: EncoderOutput) -> TransformerDecoderState:
         """Cross-attention keys/values of every layer over the memory (once), an empty self-attention cache."""
         self.last_attention = None
-        return self._start(enc)
+        memory, key_mask, has_memory = self._memory(enc)
+        L, _, B, H, _, d = memory.shape
+        cache = memory.new_empty(L, 2, B, H, min(16, self.max_positions), d)
+        return TransformerDecoderState(cache, [0], memory, key_mask, has_memory, 0)
 
-    def _start(self, enc: EncoderOutput) -> TransformerDecoderState:
+    def _memory(self, enc: EncoderOutput) -> tuple[Tensor, Tensor, Tensor]:
+        """Cross-attention keys and values (L, 2, B, H, S, D/H), key_mask (B, S), has_memory (B,)."""
         memory = self.memory_proj(enc.memory)  # (B, S, D)
-        kv = [layer.cross_attn.keys_values(memory) for layer in self.layers]
+        kv = torch.stack([torch.stack(layer.cross_attn.keys_values(memory)) for layer in self.layers])
         has_memory = enc.mask.any(dim=1)  # (B,)
         key_mask = enc.mask | ~has_memory[:, None]  # (B, S): an empty source attends anywhere, then reads nothing
-        B, d = memory.size(0), self.d_model // self.num_heads
-        empty = memory.new_zeros(B, self.num_heads, 0, d)
-        return TransformerDecoderState([empty] * len(self.layers), [empty] * len(self.layers),
-                                       [k for k, _ in kv], [v for _, v in kv], key_mask, has_memory, 0)
+        return kv, key_mask, has_memory
 
     def reorder_state(self, state: TransformerDecoderState, index: Tensor) -> TransformerDecoderState:
         """New row i = old row index[i] of every cached tensor."""
         return state.index_select(index)
 
-    def _run(self, x: Tensor, state: TransformerDecoderState, cached: bool,
-             ) -> tuple[Tensor, Tensor | None, TransformerDecoderState]:
-        """x (N, T, D) embedded -> normed output (N, T, D), last layer's cross-attention (N, T, S), new state."""
-        keys, values, weights = [], [], None
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            cache = (state.keys[i], state.values[i]) if cached else None
-            x, (k, v), w = layer(x, (state.memory_keys[i], state.memory_values[i]), state.key_mask,
-                                 state.has_memory, cache=cache, need_weights=i == last)
-            keys.append(k)
-            values.append(v)
-            weights = w if w is not None else weights
-        new = TransformerDecoderState(keys, values, state.memory_keys, state.memory_values, state.key_mask,
-                                      state.has_memory, state.position + x.size(1))
-        return self.norm(x), weights, new
-
     # -- the contract ---------------------------------------------------------------------------
     def forward(self, tokens: Tensor, enc: EncoderOutput) -> tuple[Tensor, Tensor | None]:
         """Teacher forcing: tokens (B, T) long (BOS first) -> logits (B, T, V), attention (B, T, S)."""
-        out, attention, _ = self._run(self.embed(tokens, 0), self._start(enc), cached=False)
-        return self.output(out), attention
+        memory, key_mask, has_memory = self._memory(enc)
+        x, attention = self.embed(tokens, 0), None
+        for i, layer in enumerate(self.layers):
+            x, attention = layer(x, memory[i], key_mask, has_memory, need_weights=i == len(self.layers) - 1)
+        return self.output(self.norm(x)), attention
 
     def step(self, tokens: Tensor, state: TransformerDecoderState) -> tuple[Tensor, TransformerDecoderState]:
         """tokens (N,) long -> log-probs (N, V) float32, new state. Sets ``last_attention`` (N, S)."""
-        x = self.embed(tokens[:, None], state.position)  # (N, 1, D)
-        out, attention, state = self._run(x, state, cached=True)
+        t = state.position
+        x, attention = self.embed(tokens[:, None], t), None  # (N, 1, D)
+        cache, written = state.appendable(self.max_positions)
+        for i, layer in enumerate(self.layers):
+            x, attention = layer(x, state.memory[i], state.key_mask, state.has_memory, cache=cache[i], position=t,
+                                 need_weights=i == len(self.layers) - 1)
+        written[0] = t + 1
         self.last_attention = attention[:, 0].float()
-        return self.output(out[:, 0]).float().log_softmax(dim=-1), state
+        logp = self.output(self.norm(x[:, 0])).float().log_softmax(dim=-1)  # (N, V)
+        return logp, TransformerDecoderState(cache, written, state.memory, state.key_mask, state.has_memory, t + 1)
