@@ -78,6 +78,13 @@ def target_class(value: Any, base: type) -> type | None:
 
         return import_class(name)
     if isinstance(value, functools.partial):
-        func = value.args[-1] if value.args and isinstance(value.args[-1], type) else value.func
-        return func if isinstance(func, type) else None
+        return partial_class(value)
     return value if isinstance(value, type) else None
+
+
+def partial_class(value: functools.partial) -> type | None:
+    """The class a ``functools.partial`` builds: its function when that is a class, or the class
+    jsonargparse's partials for ``Callable[...]`` options carry as their last positional argument
+    (``partial(instantiator, cls, **init_args)``); None otherwise."""
+    func = value.args[-1] if value.args and isinstance(value.args[-1], type) else value.func
+    return func if isinstance(func, type) else None

@@ -9,10 +9,18 @@ jsonargparse builds again (see :mod:`seq2seq_lightning.building`).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
 _PLAIN = (str, int, float, bool, type(None))
+
+
+@functools.cache
+def _init_signature(cls: type) -> inspect.Signature:
+    """The constructor signature of ``cls``, read once per class (objects are built on hot paths:
+    ``translate(beam_size=2)`` builds a strategy per call)."""
+    return inspect.signature(cls.__init__)
 
 
 class RecordsInitArgs:
@@ -25,11 +33,11 @@ class RecordsInitArgs:
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         obj = super().__new__(cls)
+        signature = _init_signature(cls)
         try:
-            bound = inspect.signature(cls.__init__).bind(None, *args, **kwargs)
-            given = dict(bound.arguments)
+            given = dict(signature.bind(None, *args, **kwargs).arguments)
             given.pop(next(iter(given)))  # self
-            for name, param in inspect.signature(cls.__init__).parameters.items():
+            for name, param in signature.parameters.items():
                 if param.kind is param.VAR_KEYWORD and name in given:
                     given.update(given.pop(name))
         except TypeError:  # a wrong call: __init__ raises the real error

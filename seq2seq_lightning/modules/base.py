@@ -24,7 +24,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric
 
-from seq2seq_lightning.building import build, parse, target_class
+from seq2seq_lightning.building import build, parse, partial_class, target_class
 from seq2seq_lightning.checkpoints import refuse
 from seq2seq_lightning.data.tokenizer import Tokenizer
 from seq2seq_lightning.decoders.base import Decoder
@@ -129,9 +129,7 @@ class Seq2SeqModule(L.LightningModule):
         target = target_class(encoder, Encoder)
         if target is not None:
             cls.check_modality(target)
-        built = build(encoder, Encoder, *args, what="encoder")
-        cls.check_modality(type(built))
-        return built
+        return build(encoder, Encoder, *args, what="encoder")  # what could not be told: checked in __init__
 
     @classmethod
     def check_modality(cls, encoder_class: type) -> None:
@@ -145,9 +143,7 @@ class Seq2SeqModule(L.LightningModule):
         """Lightning's, then every value made plain data: built submodules become their specs
         (``{"class_path", "init_args"}``, without what the module passes them), optimizer and scheduler
         callables theirs, so that no checkpoint carries a pickled object."""
-        import inspect as _inspect
-
-        kwargs.setdefault("frame", _inspect.currentframe().f_back)
+        kwargs.setdefault("frame", inspect.currentframe().f_back)
         super().save_hyperparameters(*args, **kwargs)
         built = {"encoder": self.encoder, "decoder": self.decoder, "strategy": self.strategy}
         for key in list(self._hparams):
@@ -382,9 +378,7 @@ def callable_spec(value: Any, what: str) -> dict[str, Any] | None:
     warning, and a loaded checkpoint trains with the default."""
     func, keywords = value, {}
     if isinstance(value, functools.partial):
-        func, keywords = value.func, dict(value.keywords)
-        if value.args and isinstance(value.args[-1], type):  # jsonargparse's partial(instantiator, class)
-            func = value.args[-1]
+        func, keywords = partial_class(value), dict(value.keywords)
     if isinstance(func, type):
         try:
             return {"class_path": class_path(func), "init_args": plain(keywords, what)}
