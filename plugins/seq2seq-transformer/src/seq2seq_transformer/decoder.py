@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from seq2seq_lightning.decoders import Decoder
 from seq2seq_lightning.encoders import EncoderOutput
-from seq2seq_transformer.encoder import sinusoidal_positions
+from seq2seq_transformer.positions import add_positions, check_sizes, position_table
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, causal: bool = False,
@@ -205,20 +205,10 @@ class TransformerDecoder(Decoder):
         positions: Literal["sinusoidal", "learned"] = "sinusoidal",
     ) -> None:
         super().__init__()
-        if d_model % num_heads != 0:
-            raise ValueError(f"num_heads ({num_heads}) must divide d_model ({d_model})")
-        if positions not in ("sinusoidal", "learned"):
-            raise ValueError(f"positions must be 'sinusoidal' or 'learned', got {positions!r}")
-        if max_positions < 1:
-            raise ValueError(f"max_positions must be >= 1, got {max_positions}")
+        check_sizes(d_model, num_heads, max_positions, positions)
         self.d_model, self.num_heads, self.max_positions = d_model, num_heads, max_positions
         self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=padding_idx)
-        if positions == "learned":
-            self.position_embedding: nn.Embedding | None = nn.Embedding(max_positions, d_model)
-            nn.init.normal_(self.position_embedding.weight, std=0.02)
-        else:
-            self.position_embedding = None
-            self.register_buffer("position_table", sinusoidal_positions(max_positions, d_model), persistent=False)
+        add_positions(self, positions, max_positions, d_model)
         self.memory_proj = nn.Linear(memory_size, d_model) if memory_size != d_model else nn.Identity()
         self.dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(DecoderLayer(d_model, num_heads, ff_size, dropout) for _ in range(num_layers))
@@ -239,8 +229,7 @@ class TransformerDecoder(Decoder):
         """(length, d_model) the codes of positions ``start .. start+length-1``."""
         if start + length > self.max_positions:
             raise ValueError(f"target position {start + length - 1} is beyond max_positions={self.max_positions}")
-        table = self.position_embedding.weight if self.position_embedding is not None else self.position_table
-        return table[start : start + length]
+        return position_table(self)[start : start + length]
 
     def embed(self, tokens: Tensor, start: int) -> Tensor:
         """tokens (N, T) long at positions start.. -> (N, T, D)."""

@@ -9,21 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq_lightning.encoders import Encoder, EncoderOutput
+from seq2seq_transformer.positions import add_positions, check_sizes, position_table, sinusoidal_positions
 
-
-def sinusoidal_positions(num_positions: int, d_model: int) -> Tensor:
-    """(num_positions, d_model) fixed sine/cosine position codes.
-
-    Even features are ``sin(p / 10000^(2i/d))``, odd ones the matching cosine; an odd ``d_model``
-    drops the last cosine.
-    """
-    position = torch.arange(num_positions, dtype=torch.float32)[:, None]  # (P, 1)
-    even = torch.arange(0, d_model, 2, dtype=torch.float32)  # (ceil(D/2),)
-    rate = torch.exp(even * (-math.log(10000.0) / d_model))
-    table = torch.zeros(num_positions, d_model)
-    table[:, 0::2] = torch.sin(position * rate)
-    table[:, 1::2] = torch.cos(position * rate)[:, : d_model // 2]
-    return table
+__all__ = ["TransformerEncoder", "sinusoidal_positions"]  # sinusoidal_positions: its old home
 
 
 class TransformerEncoder(Encoder):
@@ -59,12 +47,7 @@ class TransformerEncoder(Encoder):
         positions: Literal["sinusoidal", "learned"] = "sinusoidal",
     ) -> None:
         super().__init__()
-        if d_model % num_heads != 0:
-            raise ValueError(f"num_heads ({num_heads}) must divide d_model ({d_model})")
-        if positions not in ("sinusoidal", "learned"):
-            raise ValueError(f"positions must be 'sinusoidal' or 'learned', got {positions!r}")
-        if max_positions < 1:
-            raise ValueError(f"max_positions must be >= 1, got {max_positions}")
+        check_sizes(d_model, num_heads, max_positions, positions)
         self.d_model = d_model
         self.max_positions = max_positions
         self.positions = positions
@@ -72,12 +55,7 @@ class TransformerEncoder(Encoder):
         nn.init.normal_(self.embedding.weight, std=d_model**-0.5)
         with torch.no_grad():
             self.embedding.weight[padding_idx].zero_()
-        if positions == "learned":
-            self.position_embedding: nn.Embedding | None = nn.Embedding(max_positions, d_model)
-            nn.init.normal_(self.position_embedding.weight, std=0.02)
-        else:
-            self.position_embedding = None
-            self.register_buffer("position_table", sinusoidal_positions(max_positions, d_model), persistent=False)
+        add_positions(self, positions, max_positions, d_model)
         self.dropout = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(d_model, num_heads, dim_feedforward, dropout, batch_first=True,
                                            norm_first=True)
@@ -89,9 +67,7 @@ class TransformerEncoder(Encoder):
         """(length, d_model) the codes added at positions ``0 .. length-1``."""
         if length > self.max_positions:
             raise ValueError(f"source of {length} tokens is longer than max_positions={self.max_positions}")
-        if self.position_embedding is not None:
-            return self.position_embedding.weight[:length]
-        return self.position_table[:length]
+        return position_table(self)[:length]
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> EncoderOutput:
         """tokens (B, S) long, lengths (B,) long -> memory (B, S, D), mask (B, S), summary (B, D)."""
