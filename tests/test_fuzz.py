@@ -47,7 +47,7 @@ LINE = st.text(st.one_of(st.characters(blacklist_categories=("Cs",), blacklist_c
 @given(st.lists(LINE, min_size=0, max_size=10), st.booleans(), st.booleans())
 def test_reading_lines_keeps_every_line(tmp_path: Path, lines: list[str], crlf: bool, bom: bool) -> None:
     path = tmp_path / "lines.txt"
-    body = ("\r\n" if crlf else "\n").join(lines) + ("\n" if lines else "")
+    body = "".join(line + ("\r\n" if crlf else "\n") for line in lines)  # every line ends, the last one too
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + body.encode("utf-8"))
     # one trailing CR per line is dropped (CRLF endings), and one BOM at the start of the file
     expected = [line if crlf else line.removesuffix("\r") for line in lines]
