@@ -84,7 +84,7 @@ def main() -> None:
     n_batches = n_tokens = 0
     for batch in loader:
         n_batches += 1
-        n_tokens += int(batch["target_lengths"].sum())
+        n_tokens += int(batch.target_lengths.sum())
     seconds = time.perf_counter() - start
     emit("data", "training batches (bucketed sampler + collate, 1 worker-less epoch)", n_batches / seconds,
          "batches/s", tokens_per_s=round(n_tokens / seconds))

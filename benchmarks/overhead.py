@@ -57,8 +57,8 @@ def hand_run(data, steps: int) -> list[float]:
         if step == steps:
             break
         starts.append(time.perf_counter())
-        logits, _ = model.decoder(batch["target"][:, :-1], model.encoder(batch["source"], batch["source_lengths"]))
-        gold = batch["target"][:, 1:]
+        logits, _ = model.decoder(batch.target[:, :-1], model.encoder(batch.source, batch.source_lengths))
+        gold = batch.target[:, 1:]
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), gold.reshape(-1), ignore_index=pad,
                                label_smoothing=model.label_smoothing)
         optimizer.zero_grad(set_to_none=True)

@@ -50,8 +50,8 @@ class TrainClock(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._last = time.perf_counter()
-        self.tokens += int((batch["target_lengths"] - 1).sum())  # gold positions: tokens + EOS
-        self.sentences += len(batch["target_lengths"])
+        self.tokens += int((batch.target_lengths - 1).sum())  # gold positions: tokens + EOS
+        self.sentences += len(batch.target_lengths)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self._first is not None and self._last is not None:

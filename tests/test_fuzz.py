@@ -28,13 +28,13 @@ def test_char_pipeline_round_trips_arbitrary_unicode(texts: list[str]) -> None:
     examples = [{"index": i, "source": x + [tok.eos_id], "target": [tok.bos_id, *x, tok.eos_id],
                  "source_text": t, "target_text": t} for i, (x, t) in enumerate(zip(ids, texts))]
     batch = collate_translation(examples, tok.pad_id)
-    assert batch["source"].shape[0] == len(texts)
+    assert batch.source.shape[0] == len(texts)
     for i, text in enumerate(texts):
-        n = int(batch["source_lengths"][i])
-        row = batch["source"][i, : n - 1].tolist()  # drop the EOS
+        n = int(batch.source_lengths[i])
+        row = batch.source[i, : n - 1].tolist()  # drop the EOS
         assert tok.decode(row) == text
-        assert int(batch["index"][i]) == i
-        assert all(x == tok.pad_id for x in batch["source"][i, n:].tolist())
+        assert int(batch.index[i]) == i
+        assert all(x == tok.pad_id for x in batch.source[i, n:].tolist())
     restored = Tokenizer.from_json(tok.to_json())
     assert restored.encode_batch(texts) == ids
 

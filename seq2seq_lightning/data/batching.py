@@ -16,6 +16,8 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import BatchSampler, Sampler
 
+from seq2seq_lightning.data.batch import TextBatch
+
 
 def _generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     """Independent random streams per (seed, epoch): 0 draws pools, 1 orders batches."""
@@ -173,38 +175,31 @@ def _as_long(ids: Any) -> torch.Tensor:
     return ids.long() if isinstance(ids, torch.Tensor) else torch.as_tensor(ids, dtype=torch.long)
 
 
-def collate_translation(examples: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Any]:
-    """Pad a list of examples into one batch.
+def collate_translation(examples: Sequence[dict[str, Any]], pad_id: int) -> TextBatch:
+    """Pad a list of examples into one :class:`~seq2seq_lightning.data.batch.TextBatch`.
 
     Each example is a dict with ``"index"`` (int), ``"source"`` (token ids ending in EOS),
     ``"target"`` (ids ``[BOS, ..., EOS]`` or ``None``), ``"source_text"`` and ``"target_text"``
-    (str). Returns::
-
-        source          (B, S) long, padded with pad_id
-        source_lengths  (B,) long
-        target          (B, T) long, padded with pad_id; None when no example has a target
-        target_lengths  (B,) long or None
-        index           (B,) long
-        source_text     list[str]
-        target_text     list[str] ("" where there is no reference)
+    (str). The batch's ``source`` (B, S) and ``target`` (B, T) are padded with ``pad_id``;
+    ``target`` and ``target_lengths`` are None when no example has a target.
     """
     if not examples:
         raise ValueError("cannot collate an empty batch")
     sources = [_as_long(example["source"]) for example in examples]
     targets = [example.get("target") for example in examples]
-    batch: dict[str, Any] = {
-        "source": pad_sequence(sources, batch_first=True, padding_value=pad_id),  # (B, S)
-        "source_lengths": torch.tensor([len(s) for s in sources], dtype=torch.long),  # (B,)
-        "target": None,
-        "target_lengths": None,
-        "index": torch.tensor([int(example["index"]) for example in examples], dtype=torch.long),  # (B,)
-        "source_text": [example.get("source_text", "") for example in examples],
-        "target_text": [example.get("target_text") or "" for example in examples],
-    }
+    target = target_lengths = None
     if any(t is not None for t in targets):
         if any(t is None for t in targets):
             raise ValueError("a batch mixes examples with and without targets")
         target_tensors = [_as_long(t) for t in targets]
-        batch["target"] = pad_sequence(target_tensors, batch_first=True, padding_value=pad_id)  # (B, T)
-        batch["target_lengths"] = torch.tensor([len(t) for t in target_tensors], dtype=torch.long)
-    return batch
+        target = pad_sequence(target_tensors, batch_first=True, padding_value=pad_id)  # (B, T)
+        target_lengths = torch.tensor([len(t) for t in target_tensors], dtype=torch.long)  # (B,)
+    return TextBatch(
+        source=pad_sequence(sources, batch_first=True, padding_value=pad_id),  # (B, S)
+        source_lengths=torch.tensor([len(s) for s in sources], dtype=torch.long),  # (B,)
+        target=target,
+        target_lengths=target_lengths,
+        index=torch.tensor([int(example["index"]) for example in examples], dtype=torch.long),  # (B,)
+        source_text=[example.get("source_text", "") for example in examples],
+        target_text=[example.get("target_text") or "" for example in examples],
+    )

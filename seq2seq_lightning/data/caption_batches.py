@@ -3,8 +3,8 @@
 A training item is an image with one of its captions: :class:`CaptionSampler` visits every image once
 per epoch and cycles through its captions from epoch to epoch. Evaluation items are images with all
 their references (the first one is the loss target). An image that cannot be read is dropped from its
-batch and counted (``batch["skipped"]``), never a crash; in predict batches it stays, with its reason
-in ``batch["errors"]``.
+batch and counted (``batch.skipped``), never a crash; in predict batches it stays, with its reason
+in ``batch.errors``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset, Sampler
 
+from seq2seq_lightning.data.batch import ImageBatch
 from seq2seq_lightning.data.caption_formats import CaptionedImage
 from seq2seq_lightning.data.images import ImageLoadError, ImageTransform, load_image
 from seq2seq_lightning.data.tokenizer import Tokenizer
@@ -103,51 +103,33 @@ class CaptionSampler(Sampler):
         return len(self.num_captions)
 
 
-def collate_captions(examples: Sequence[dict[str, Any]], pad_id: int, keep_errors: bool = False) -> dict[str, Any]:
-    """Stack images and pad targets. Returns::
+def collate_captions(examples: Sequence[dict[str, Any]], pad_id: int, keep_errors: bool = False) -> ImageBatch:
+    """Stack images and pad targets into an :class:`~seq2seq_lightning.data.batch.ImageBatch`.
 
-        images          (B, 3, H, W) float; None when no image of the batch could be read
-        target          (B, T) long [BOS ... EOS] padded with pad_id; None without captions
-        target_lengths  (B,) long or None
-        index           (B,) long
-        source_text     list[str]   the image path or id
-        references      list[list[str]]
-        target_text     list[str]   the caption the target encodes
-        skipped         int         unreadable images dropped from this batch
-        errors          list[str | None]   only with keep_errors (predict): unreadable rows stay, with a
-                                           zero image and their reason here
+    ``images`` is None when no image of the batch could be read; ``target`` (the caption each item
+    encodes, padded with ``pad_id``) is None without captions; ``source_text`` holds the image paths
+    or ids and ``target_text`` the captions the targets encode. Unreadable images are dropped and
+    counted in ``skipped``, or, with ``keep_errors`` (predict), kept with a zero image and their
+    reason in ``errors``.
     """
     skipped = 0 if keep_errors else sum(e["error"] is not None for e in examples)
     rows = list(examples) if keep_errors else [e for e in examples if e["error"] is None]
     shape = next((e["image"].shape for e in rows if e["image"] is not None), None)
-    batch: dict[str, Any] = {
-        "images": None if shape is None else torch.stack(
-            [e["image"] if e["image"] is not None else torch.zeros(shape) for e in rows]),  # (B, 3, H, W)
-        "target": None, "target_lengths": None,
-        "index": torch.tensor([int(e["index"]) for e in rows], dtype=torch.long),  # (B,)
-        "source_text": [e["source_text"] for e in rows],
-        "references": [list(e["references"]) for e in rows],
-        "target_text": [e["target_text"] for e in rows],
-        "skipped": skipped,
-    }
-    if keep_errors:
-        batch["errors"] = [e["error"] for e in rows]
     targets = [e["target"] for e in rows]
+    target = target_lengths = None
     if rows and all(t is not None for t in targets):
-        batch["target"] = pad_sequence(targets, batch_first=True, padding_value=pad_id)  # (B, T)
-        batch["target_lengths"] = torch.tensor([len(t) for t in targets], dtype=torch.long)  # (B,)
-    return batch
+        target = pad_sequence(targets, batch_first=True, padding_value=pad_id)  # (B, T)
+        target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)  # (B,)
+    return ImageBatch(
+        images=None if shape is None else torch.stack(
+            [e["image"] if e["image"] is not None else torch.zeros(shape) for e in rows]),  # (B, 3, H, W)
+        target=target,
+        target_lengths=target_lengths,
+        index=torch.tensor([int(e["index"]) for e in rows], dtype=torch.long),  # (B,)
+        source_text=[e["source_text"] for e in rows],
+        references=[list(e["references"]) for e in rows],
+        target_text=[e["target_text"] for e in rows],
+        skipped=skipped,
+        errors=[e["error"] for e in rows] if keep_errors else None,
+    )
 
-
-def batch_rows(batch: dict[str, Any], rows: Sequence[int]) -> dict[str, Any]:
-    """The sub-batch of ``rows``: tensors indexed on their first dimension, lists picked."""
-    index = torch.as_tensor(list(rows), dtype=torch.long)
-    out: dict[str, Any] = {}
-    for key, value in batch.items():
-        if isinstance(value, Tensor) and value.dim() > 0:
-            out[key] = value.index_select(0, index.to(value.device))
-        elif isinstance(value, list):
-            out[key] = [value[i] for i in rows]
-        else:
-            out[key] = value
-    return out

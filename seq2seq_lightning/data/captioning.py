@@ -16,7 +16,6 @@ from seq2seq_lightning.data.base import Seq2SeqDataModule
 from seq2seq_lightning.data.caption_batches import (
     CaptionDataset,
     CaptionSampler,
-    batch_rows,
     collate_captions,
 )
 from seq2seq_lightning.data.caption_formats import CaptionedImage, read_captions
@@ -24,15 +23,15 @@ from seq2seq_lightning.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageTran
 from seq2seq_lightning.data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
-__all__ = ["CaptionDataset", "CaptionSampler", "CaptioningDataModule", "batch_rows", "collate_captions"]
+__all__ = ["CaptionDataset", "CaptionSampler", "CaptioningDataModule", "collate_captions"]
 
 
 class CaptioningDataModule(Seq2SeqDataModule):
     """Captioned images from COCO, Karpathy-split or Flickr8k annotations; predict on image files.
 
-    Batches are dicts (see :func:`collate_captions`): ``images`` (B, 3, H, W), ``target`` (B, T) padded
-    ``[BOS ... EOS]``, ``target_lengths``, ``index``, ``source_text`` (image path), ``references`` (all
-    captions) and ``target_text``.
+    Batches are :class:`~seq2seq_lightning.data.batch.ImageBatch` (see :func:`collate_captions`):
+    ``images`` (B, 3, H, W), ``target`` (B, T) padded ``[BOS ... EOS]``, ``target_lengths``, ``index``,
+    ``source_text`` (image path), ``references`` (all captions) and ``target_text``.
 
     Args:
         train_path: training annotations: a COCO ``captions_*.json``, a Karpathy ``dataset_*.json`` or a

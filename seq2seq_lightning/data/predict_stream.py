@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from seq2seq_lightning.data.batch import TextBatch
 from seq2seq_lightning.data.batching import collate_translation
 from seq2seq_lightning.data.text import iter_lines
 from seq2seq_lightning.data.tokenizer import Tokenizer
@@ -36,7 +37,7 @@ def _distributed() -> tuple[int, int]:
 
 
 class StreamingPredictDataset(IterableDataset):
-    """Lines of ``path`` as padded predict batches (the dicts :func:`collate_translation` makes).
+    """Lines of ``path`` as padded predict batches (the :class:`TextBatch` :func:`collate_translation` makes).
 
     A row is ``index`` (line number, 0-based), ``source`` (ids[:max_source_len] + EOS), no target,
     ``source_text`` (the line) and ``target_text`` ``""``; every line gives one row, empty lines
@@ -86,7 +87,7 @@ class StreamingPredictDataset(IterableDataset):
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         return rank, world, worker, workers
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[TextBatch]:
         rank, world, worker, workers = self.shard()
         chunk_size = self.batch_size * self.chunk_batches
         chunk: list[tuple[int, str]] = []
@@ -103,7 +104,7 @@ class StreamingPredictDataset(IterableDataset):
         if chunk:
             yield from self._batches(chunk)
 
-    def _batches(self, chunk: list[tuple[int, str]]) -> Iterator[dict[str, Any]]:
+    def _batches(self, chunk: list[tuple[int, str]]) -> Iterator[TextBatch]:
         """Encode a chunk, sort it by length (stable) and cut it into collated batches."""
         eos, limit = self.tokenizer.eos_id, self.max_source_len
         encoded = self.tokenizer.encode_batch([line for _, line in chunk])
@@ -125,7 +126,7 @@ class StreamingPredictDataset(IterableDataset):
                 ],
                 pad_id=self.pad_id,
             )
-            batch["truncated"] = sum(long[k] for k in rows)
+            batch.truncated = sum(long[k] for k in rows)
             yield batch
 
 
@@ -152,8 +153,9 @@ class PredictLoader(DataLoader):
     def _counting(self, batches: Iterator[Any]) -> Iterator[Any]:
         truncated = rows = 0
         for batch in batches:
-            truncated += int(batch.pop("truncated", 0))
-            rows += len(batch["index"])
+            truncated += batch.truncated
+            batch.truncated = 0  # counted here, once
+            rows += len(batch)
             yield batch
         if self.on_end is not None:
             self.on_end(truncated, rows)

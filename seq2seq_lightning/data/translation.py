@@ -114,7 +114,7 @@ class TranslationDataset(Dataset):
 class TranslationDataModule(Seq2SeqDataModule):
     """Parallel text from TSV or line-aligned files, tokenized and batched by length.
 
-    Batches are dicts: ``source`` (B, S) and ``target`` (B, T) long tensors padded with ``<pad>``
+    Batches are :class:`~seq2seq_lightning.data.batch.TextBatch`: ``source`` (B, S) and ``target`` (B, T) long tensors padded with ``<pad>``
     (source = tokens + EOS, target = BOS + tokens + EOS, target None when predicting), their
     ``source_lengths``/``target_lengths`` (B,), ``index`` (B,) (row in the split or input file),
     and the raw ``source_text``/``target_text`` strings.

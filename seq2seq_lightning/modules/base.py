@@ -26,6 +26,7 @@ from torchmetrics.aggregation import MeanMetric
 
 from seq2seq_lightning.building import build, parse, partial_class, target_class
 from seq2seq_lightning.checkpoints import refuse
+from seq2seq_lightning.data.batch import Batch
 from seq2seq_lightning.data.tokenizer import Tokenizer
 from seq2seq_lightning.decoders.base import Decoder
 from seq2seq_lightning.decoders.rnn import RNNDecoder
@@ -157,24 +158,24 @@ class Seq2SeqModule(L.LightningModule):
         self._hparams_initial = copy.deepcopy(self._hparams)
 
     # -- hooks for subclasses --------------------------------------------------------------------
-    def encode(self, batch: dict[str, Any]) -> EncoderOutput:
+    def encode(self, batch: Batch) -> EncoderOutput:
         raise NotImplementedError
 
-    def max_lengths(self, batch: dict[str, Any]) -> Tensor:
+    def max_lengths(self, batch: Batch) -> Tensor:
         """(B,) long: decoding steps allowed per row, EOS included."""
         raise NotImplementedError
 
-    def update_metrics(self, stage: str, hyps: list[str], batch: dict[str, Any]) -> None:
+    def update_metrics(self, stage: str, hyps: list[str], batch: Batch) -> None:
         raise NotImplementedError
 
     def log_metrics(self, stage: str) -> None:
         raise NotImplementedError
 
-    def source_repr(self, batch: dict[str, Any], i: int) -> str:
-        return str(batch["source_text"][i])
+    def source_repr(self, batch: Batch, i: int) -> str:
+        return str(batch.source_text[i])
 
-    def reference_repr(self, batch: dict[str, Any], i: int) -> str:
-        return str(batch["target_text"][i])
+    def reference_repr(self, batch: Batch, i: int) -> str:
+        return str(batch.target_text[i])
 
     # -- search -------------------------------------------------------------------------------
     def build_strategy(self, strategy: SearchStrategy | str | dict | None = None, **kwargs: Any) -> SearchStrategy:
@@ -198,7 +199,7 @@ class Seq2SeqModule(L.LightningModule):
         return build(strategy, SearchStrategy, what="strategy")
 
     @torch.no_grad()
-    def search(self, batch: dict[str, Any], strategy: SearchStrategy | None = None) -> list[list[Hypothesis]]:
+    def search(self, batch: Batch, strategy: SearchStrategy | None = None) -> list[list[Hypothesis]]:
         """Decode a batch. A strategy with ``row_limits`` searches all rows at once, each stopping at
         its own length limit; for others, rows sharing a limit are searched together. Either way a
         row's result never depends on the rest of its batch."""
@@ -226,13 +227,13 @@ class Seq2SeqModule(L.LightningModule):
         return [self.target_tokenizer.decode(h[0].tokens) if h else "" for h in hyps]
 
     # -- training -----------------------------------------------------------------------------
-    def forward(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor | None]:
+    def forward(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         """Teacher forcing -> logits (B, T-1, V), attention (B, T-1, S) or None."""
-        return self.decoder(batch["target"][:, :-1], self.encode(batch))
+        return self.decoder(batch.target[:, :-1], self.encode(batch))
 
-    def _loss(self, batch: dict[str, Any], stage: str) -> Tensor:
+    def _loss(self, batch: Batch, stage: str) -> Tensor:
         logits, _ = self(batch)
-        gold = batch["target"][:, 1:]  # (B, T-1)
+        gold = batch.target[:, 1:]  # (B, T-1)
         # loss in float32 whatever the precision; one log-softmax serves the loss and the reported nll
         logp = logits.float().reshape(-1, logits.size(-1)).log_softmax(dim=-1)  # (B*(T-1), V)
         pad = self.target_tokenizer.pad_id
@@ -256,10 +257,10 @@ class Seq2SeqModule(L.LightningModule):
             self.log("train/ppl_step", math.exp(min(float(nll), 50.0)), batch_size=bs, on_step=True, on_epoch=False)
         return loss
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._loss(batch, "train")
 
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> dict[str, Any]:
+    def _eval_step(self, batch: Batch, stage: str) -> dict[str, Any]:
         """Loss, search and metrics of one evaluation batch; returns the hypotheses and their strings
         (callbacks such as :class:`~seq2seq_lightning.callbacks.examples.ExampleCollector` read them)."""
         self._loss(batch, stage)
@@ -268,14 +269,14 @@ class Seq2SeqModule(L.LightningModule):
         self.update_metrics(stage, hyps, batch)
         return {"hypotheses": found, "outputs": hyps}
 
-    def example_extras(self, batch: dict[str, Any], i: int) -> dict[str, Any]:
+    def example_extras(self, batch: Batch, i: int) -> dict[str, Any]:
         """Task-specific fields of a kept example (source token labels, the image, ...)."""
         return {}
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
         return self._eval_step(batch, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
         return self._eval_step(batch, "test")
 
     def _epoch_end(self, stage: str) -> None:
@@ -316,17 +317,17 @@ class Seq2SeqModule(L.LightningModule):
         self._epoch_end("test")
 
     # -- prediction ---------------------------------------------------------------------------
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
         """One row per input: index, input, output, score and the n-best list."""
         hyps = self.search(batch)
         tok = self.target_tokenizer
         rows = []
         for i, h in enumerate(hyps):
             source = self.source_repr(batch, i)
-            empty = not str(batch["source_text"][i]).strip()  # an empty input line gets an empty result
+            empty = not str(batch.source_text[i]).strip()  # an empty input line gets an empty result
             nbest = [] if empty else [{"output": tok.decode(x.tokens), "score": float(x.score),
                                        "log_prob": float(x.log_prob)} for x in h]
-            rows.append({"index": int(batch["index"][i]), "input": source,
+            rows.append({"index": int(batch.index[i]), "input": source,
                          "output": nbest[0]["output"] if nbest else "",
                          "score": nbest[0]["score"] if nbest else None, "nbest": nbest})
         return rows

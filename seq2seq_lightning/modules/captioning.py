@@ -14,7 +14,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.text import BLEUScore
 
-from seq2seq_lightning.data.caption_batches import batch_rows
+from seq2seq_lightning.data.batch import ImageBatch
 from seq2seq_lightning.data.images import ImageTransform, load_image
 from seq2seq_lightning.data.tokenizer import Tokenizer
 from seq2seq_lightning.decoders.base import Decoder
@@ -87,14 +87,14 @@ class CaptioningModule(Seq2SeqModule):
         self.skipped_images = 0
 
     # -- hooks ---------------------------------------------------------------------------------
-    def encode(self, batch: dict[str, Any]) -> EncoderOutput:
-        return self.encoder(batch["images"])  # (B, 3, H, W) -> memory (B, h*w, D)
+    def encode(self, batch: ImageBatch) -> EncoderOutput:
+        return self.encoder(batch.images)  # (B, 3, H, W) -> memory (B, h*w, D)
 
-    def max_lengths(self, batch: dict[str, Any]) -> Tensor:
-        return torch.full((batch["images"].size(0),), self.max_len, dtype=torch.long)  # (B,)
+    def max_lengths(self, batch: ImageBatch) -> Tensor:
+        return torch.full((batch.images.size(0),), self.max_len, dtype=torch.long)  # (B,)
 
-    def update_metrics(self, stage: str, hyps: list[str], batch: dict[str, Any]) -> None:
-        refs = [list(r) for r in batch["references"]]
+    def update_metrics(self, stage: str, hyps: list[str], batch: ImageBatch) -> None:
+        refs = [list(r) for r in batch.references]
         for n in range(1, 5):
             self.bleu[f"{stage}_{n}"].update(hyps, refs)
         self.cider[stage].update(hyps, refs)
@@ -110,42 +110,42 @@ class CaptioningModule(Seq2SeqModule):
         self.log(f"{stage}/cider", self.cider[stage].compute())
 
     # -- examples ----------------------------------------------------------------------------------
-    def example_extras(self, batch: dict[str, Any], i: int) -> dict[str, Any]:
+    def example_extras(self, batch: ImageBatch, i: int) -> dict[str, Any]:
         """The example's image as the network saw it ((3, H, W) float in [0, 1]) and the encoder's grid."""
         transform = ImageTransform.from_spec(self.image_transform)
-        return {"image": transform.unnormalize(batch["images"][i].detach().float().cpu()),
+        return {"image": transform.unnormalize(batch.images[i].detach().float().cpu()),
                 "grid": getattr(self.encoder, "grid_shape", None)}
 
     # -- unreadable images: skipped and counted --------------------------------------------------
-    def _count_skipped(self, batch: dict[str, Any], stage: str) -> bool:
+    def _count_skipped(self, batch: ImageBatch, stage: str) -> bool:
         """Logs the batch's skipped images; whether anything is left to compute on."""
-        skipped = int(batch.get("skipped") or 0)
+        skipped = batch.skipped
         if skipped:
             self.skipped_images += skipped
             log.warning("%d unreadable %s image(s) skipped (%d so far)", skipped, stage, self.skipped_images)
         if self._trainer is not None:
             self.log(f"{stage}/skipped_images", float(skipped), reduce_fx="sum", on_step=False, on_epoch=True,
                      batch_size=1)
-        return batch.get("images") is not None and batch["images"].size(0) > 0
+        return batch.images is not None and batch.images.size(0) > 0
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: ImageBatch, batch_idx: int) -> Tensor | None:
         return super().training_step(batch, batch_idx) if self._count_skipped(batch, "train") else None
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
+    def validation_step(self, batch: ImageBatch, batch_idx: int) -> dict[str, Any] | None:
         return super().validation_step(batch, batch_idx) if self._count_skipped(batch, "val") else None
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
+    def test_step(self, batch: ImageBatch, batch_idx: int) -> dict[str, Any] | None:
         return super().test_step(batch, batch_idx) if self._count_skipped(batch, "test") else None
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+    def predict_step(self, batch: ImageBatch, batch_idx: int) -> list[dict[str, Any]]:
         """One row per input image; an unreadable one gets ``output`` "" and its ``error``."""
-        errors = batch.get("errors") or [None] * len(batch["index"])
+        errors = batch.errors or [None] * len(batch)
         good = [i for i, e in enumerate(errors) if e is None]
-        readable = batch if len(good) == len(errors) else batch_rows(batch, good)
+        readable = batch if len(good) == len(errors) else batch.rows(good)
         rows = super().predict_step(readable, batch_idx) if good else []
         for i, error in enumerate(errors):
             if error is not None:
-                rows.append({"index": int(batch["index"][i]), "input": self.source_repr(batch, i), "output": "",
+                rows.append({"index": int(batch.index[i]), "input": self.source_repr(batch, i), "output": "",
                              "score": None, "nbest": [], "error": error})
         return sorted(rows, key=lambda row: row["index"])
 
@@ -194,7 +194,7 @@ class CaptioningModule(Seq2SeqModule):
             for start in range(0, len(images), self.batch_size):
                 chunk = images[start : start + self.batch_size]
                 pixels = torch.stack([transform(load_image(x, draft_size=transform.size)) for x in chunk])
-                out += self.detokenize(self.search({"images": pixels.to(self.device)}, search))
+                out += self.detokenize(self.search(ImageBatch(images=pixels.to(self.device), index=torch.arange(len(chunk))), search))
         finally:
             self.train(was_training)
         return out

@@ -12,6 +12,7 @@ from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric
 from torchmetrics.text import SacreBLEUScore
 
+from seq2seq_lightning.data.batch import TextBatch
 from seq2seq_lightning.data.tokenizer import Tokenizer
 from seq2seq_lightning.decoders.base import Decoder
 from seq2seq_lightning.encoders.base import Encoder, EncoderOutput
@@ -75,15 +76,15 @@ class TranslationModule(Seq2SeqModule):
         self.exact = torch.nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
 
     # -- hooks ---------------------------------------------------------------------------------
-    def encode(self, batch: dict[str, Any]) -> EncoderOutput:
-        return self.encoder(batch["source"], batch["source_lengths"])
+    def encode(self, batch: TextBatch) -> EncoderOutput:
+        return self.encoder(batch.source, batch.source_lengths)
 
-    def max_lengths(self, batch: dict[str, Any]) -> Tensor:
-        lengths = batch["source_lengths"].float()
+    def max_lengths(self, batch: TextBatch) -> Tensor:
+        lengths = batch.source_lengths.float()
         return torch.ceil(self.max_len_a * lengths + self.max_len_b).long().clamp(min=1)
 
-    def update_metrics(self, stage: str, hyps: list[str], batch: dict[str, Any]) -> None:
-        refs = list(batch["target_text"])
+    def update_metrics(self, stage: str, hyps: list[str], batch: TextBatch) -> None:
+        refs = list(batch.target_text)
         self.bleu[stage].update(hyps, [[r] for r in refs])
         matches = torch.tensor([float(h == r) for h, r in zip(hyps, refs)], device=self.device)
         self.exact[stage].update(matches)
@@ -97,9 +98,9 @@ class TranslationModule(Seq2SeqModule):
         if stage == "test":
             self.log("test/exact_match", self.exact[stage].compute())
 
-    def example_extras(self, batch: dict[str, Any], i: int) -> dict[str, Any]:
-        n = int(batch["source_lengths"][i])
-        ids = batch["source"][i, :n].tolist()
+    def example_extras(self, batch: TextBatch, i: int) -> dict[str, Any]:
+        n = int(batch.source_lengths[i])
+        ids = batch.source[i, :n].tolist()
         return {"source_labels": [self.source_tokenizer.id_to_token(t) or "?" for t in ids]}
 
     # -- Python API ----------------------------------------------------------------------------
@@ -126,7 +127,7 @@ class TranslationModule(Seq2SeqModule):
             self.train(was_training)
         return out
 
-    def make_batch(self, token_lists: list[list[int]]) -> dict[str, Tensor]:
+    def make_batch(self, token_lists: list[list[int]]) -> TextBatch:
         """Token id lists (no specials) -> a padded source batch on the module's device."""
         tok = self.source_tokenizer
         seqs = [ids + [tok.eos_id] for ids in token_lists]
@@ -134,5 +135,6 @@ class TranslationModule(Seq2SeqModule):
         source = torch.full((len(seqs), int(lengths.max())), tok.pad_id, dtype=torch.long)
         for i, s in enumerate(seqs):
             source[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        return {"source": source.to(self.device), "source_lengths": lengths.to(self.device)}
+        return TextBatch(source=source.to(self.device), source_lengths=lengths.to(self.device),
+                         index=torch.arange(len(seqs), device=self.device))
 

@@ -119,7 +119,7 @@ class _Echo:
 
             def predict_step(self, batch, batch_idx):
                 return [{"index": int(i), "input": t, "output": t[::-1], "score": 0.0, "nbest": []}
-                        for i, t in zip(batch["index"], batch["source_text"])]
+                        for i, t in zip(batch.index, batch.source_text)]
 
         return Echo()
 

@@ -166,19 +166,19 @@ def test_collate_translation_pads_and_keeps_fields() -> None:
         },
     ]
     batch = collate_translation(examples, pad_id=0)
-    assert batch["source"].tolist() == [[5, 6, 3], [3, 0, 0]]
-    assert batch["source"].dtype == torch.long
-    assert batch["source_lengths"].tolist() == [3, 1]
-    assert batch["target"].tolist() == [[2, 7, 3, 0, 0], [2, 7, 8, 9, 3]]
-    assert batch["target_lengths"].tolist() == [3, 5]
-    assert batch["index"].tolist() == [4, 1]
-    assert batch["source_text"] == ["ab", ""] and batch["target_text"] == ["c", "xyz"]
+    assert batch.source.tolist() == [[5, 6, 3], [3, 0, 0]]
+    assert batch.source.dtype == torch.long
+    assert batch.source_lengths.tolist() == [3, 1]
+    assert batch.target.tolist() == [[2, 7, 3, 0, 0], [2, 7, 8, 9, 3]]
+    assert batch.target_lengths.tolist() == [3, 5]
+    assert batch.index.tolist() == [4, 1]
+    assert batch.source_text == ["ab", ""] and batch.target_text == ["c", "xyz"]
 
 
 def test_collate_without_targets() -> None:
     examples = [{"index": 0, "source": [4, 3], "target": None, "source_text": "a", "target_text": ""}]
     batch = collate_translation(examples, pad_id=0)
-    assert batch["target"] is None and batch["target_lengths"] is None
-    assert batch["target_text"] == [""]
+    assert batch.target is None and batch.target_lengths is None
+    assert batch.target_text == [""]
     with pytest.raises(ValueError, match="mixes"):
         collate_translation(examples + [{**examples[0], "target": [2, 3]}], pad_id=0)

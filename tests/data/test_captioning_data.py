@@ -100,9 +100,9 @@ def test_coco_files_per_split_and_image_folders(coco: Path) -> None:
     assert not dm.has_split("test")
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert batch["images"].shape == (4, 3, 32, 32) and batch["target"][:, 0].eq(2).all()
+    assert batch.images.shape == (4, 3, 32, 32) and batch.target[:, 0].eq(2).all()
     val = next(iter(dm.val_dataloader()))
-    assert val["references"][0] == dm.load_split("val")[0].captions and val["source_text"][0].endswith(".png")
+    assert val.references[0] == dm.load_split("val")[0].captions and val.source_text[0].endswith(".png")
 
 
 def test_karpathy_splits_from_one_file(karpathy: Path) -> None:
@@ -112,7 +112,7 @@ def test_karpathy_splits_from_one_file(karpathy: Path) -> None:
     assert len(dm.load_split("test")[0].captions) == 5
     dm.setup("test")
     batch = next(iter(dm.test_dataloader()))
-    assert batch["index"].tolist() == [0, 1] and len(batch["references"][1]) == 5
+    assert batch.index.tolist() == [0, 1] and len(batch.references[1]) == 5
 
 
 def test_flickr8k_tokens_with_split_lists(flickr: Path) -> None:
@@ -182,13 +182,13 @@ def test_unreadable_training_images_are_counted_skips(tmp_path: Path, caplog: py
         examples = [dataset[i] for i in range(3)]
     assert "text.jpg" in caplog.text and "missing.png" in caplog.text
     batch = collate_captions(examples, pad_id=0)
-    assert batch["skipped"] == 2 and batch["images"].shape == (1, 3, 16, 16) and batch["index"].tolist() == [0]
-    assert batch["target"].shape[0] == 1
+    assert batch.skipped == 2 and batch.images.shape == (1, 3, 16, 16) and batch.index.tolist() == [0]
+    assert batch.target.shape[0] == 1
     none_left = collate_captions(examples[1:], pad_id=0)
-    assert none_left["skipped"] == 2 and none_left["images"] is None
+    assert none_left.skipped == 2 and none_left.images is None
     kept = collate_captions(examples, pad_id=0, keep_errors=True)
-    assert kept["images"].shape == (3, 3, 16, 16) and kept["errors"][0] is None
-    assert "UnidentifiedImageError" in kept["errors"][1] and "No such file" in kept["errors"][2]
+    assert kept.images.shape == (3, 3, 16, 16) and kept.errors[0] is None
+    assert "UnidentifiedImageError" in kept.errors[1] and "No such file" in kept.errors[2]
 
 
 def test_predict_inputs_from_a_folder_or_a_list_file(tmp_path: Path) -> None:
@@ -208,9 +208,9 @@ def test_predict_inputs_from_a_folder_or_a_list_file(tmp_path: Path) -> None:
         list_images(tmp_path / "nowhere")
     dm = CaptioningDataModule(predict_path=str(folder), image_size=16, batch_size=8, tokenizers=_tok_json())
     batch = next(iter(dm.predict_dataloader()))
-    assert batch["index"].tolist() == [0, 1, 2, 3] and batch["images"].shape == (4, 3, 16, 16)
-    assert batch["errors"][:2] == [None, None] and "truncated" in batch["errors"][2]
-    assert batch["errors"][3] is not None and batch["target"] is None
+    assert batch.index.tolist() == [0, 1, 2, 3] and batch.images.shape == (4, 3, 16, 16)
+    assert batch.errors[:2] == [None, None] and "truncated" in batch.errors[2]
+    assert batch.errors[3] is not None and batch.target is None
     with pytest.raises(ImageLoadError, match="d.jpg"):
         load_image(folder / "d.jpg")
 

@@ -133,18 +133,18 @@ def test_dates_data_module(tmp_path: Path) -> None:
     assert dm.source_tokenizer.kind == "char" and dm.target_tokenizer.kind == "char"
     assert dm.skipped["train"] == {"empty": 0, "too_long": 0}
     batch = next(iter(dm.train_dataloader()))
-    assert batch["source"].shape[0] == 32
+    assert batch.source.shape[0] == 32
     for i in range(32):
-        n = int(batch["source_lengths"][i])
-        assert dm.source_tokenizer.decode(batch["source"][i, :n].tolist()) == batch["source_text"][i]
-        assert dm.target_tokenizer.decode(batch["target"][i].tolist()) == batch["target_text"][i]
+        n = int(batch.source_lengths[i])
+        assert dm.source_tokenizer.decode(batch.source[i, :n].tolist()) == batch.source_text[i]
+        assert dm.target_tokenizer.decode(batch.target[i].tolist()) == batch.target_text[i]
     dm.setup("test")
     styles = dm.test_styles
     assert len(styles) == 120 and set(styles) == set(STYLES)
     test_examples = dm.examples("test")
     seen = 0
     for batch in dm.test_dataloader():
-        for index, source in zip(batch["index"].tolist(), batch["source_text"]):
+        for index, source in zip(batch.index.tolist(), batch.source_text):
             assert test_examples[index].source == source and test_examples[index].style == styles[index]
             seen += 1
     assert seen == 120
@@ -154,6 +154,6 @@ def test_dates_data_module(tmp_path: Path) -> None:
     reloaded = DatesDataModule(num_train=1000, predict_path=str(predict), tokenizers=dm.tokenizers)
     reloaded.setup("predict")
     (batch,) = list(reloaded.predict_dataloader())
-    assert sorted(batch["index"].tolist()) == [0, 1, 2] and batch["target"] is None
-    assert batch["source_lengths"][batch["index"].tolist().index(1)] == 1  # the empty line: EOS only
+    assert sorted(batch.index.tolist()) == [0, 1, 2] and batch.target is None
+    assert batch.source_lengths[batch.index.tolist().index(1)] == 1  # the empty line: EOS only
     assert reloaded.source_tokenizer == dm.source_tokenizer

@@ -33,10 +33,10 @@ def rows_of(batches) -> list[tuple[int, str, list[int]]]:
     """(index, text, ids without padding) of every row of every batch, in the order they came."""
     rows = []
     for b in batches:
-        for k, index in enumerate(b["index"].tolist()):
-            n = int(b["source_lengths"][k])
-            rows.append((index, b["source_text"][k], b["source"][k, :n].tolist()))
-        assert b["target"] is None and b["target_text"] == [""] * len(b["index"])
+        for k, index in enumerate(b.index.tolist()):
+            n = int(b.source_lengths[k])
+            rows.append((index, b.source_text[k], b.source[k, :n].tolist()))
+        assert b.target is None and b.target_text == [""] * len(b.index)
     return rows
 
 
@@ -78,7 +78,7 @@ def test_chunks_are_sorted_by_length_and_read_lazily(tmp_path: Path, tok: Tokeni
         assert sorted(i for i, _, _ in chunk) == list(range(5 * start, 5 * start + 20))
         lengths = [len(ids) for _, _, ids in chunk]
         assert lengths == sorted(lengths)
-        assert all(b["source"].shape[1] == max(b["source_lengths"]) for b in batches[start : start + 4])
+        assert all(b.source.shape[1] == max(b.source_lengths) for b in batches[start : start + 4])
 
 
 def test_ranks_and_workers_share_every_line_exactly_once(tmp_path: Path, tok: Tokenizer,
@@ -117,8 +117,8 @@ def test_truncation_is_counted_once_in_total(tmp_path: Path, tok: Tokenizer, cap
     path = write(tmp_path / "in.txt", lines)
     ds = StreamingPredictDataset(path, tok, batch_size=2, max_source_len=8, pad_id=tok.pad_id, chunk_batches=2)
     batches = list(ds)
-    assert sum(b["truncated"] for b in batches) == 15  # 3 lines of 5 are over 8 characters
-    assert all(b["source_lengths"].max() <= 9 for b in batches)
+    assert sum(b.truncated for b in batches) == 15  # 3 lines of 5 are over 8 characters
+    assert all(b.source_lengths.max() <= 9 for b in batches)
     ends = []
     loader = PredictLoader(ds, on_end=lambda truncated, rows: ends.append((truncated, rows)))
     assert rows_of(loader) == rows_of(batches)

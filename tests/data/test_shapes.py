@@ -82,22 +82,22 @@ def test_datamodule_batches() -> None:
     assert tok.kind == "word" and tok.vocab_size < 60
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
-    assert batch["images"].shape == (5, 3, 64, 64) and batch["images"].dtype == torch.float32
-    assert batch["index"].tolist() == [0, 1, 2, 3, 4] and batch["skipped"] == 0
-    assert batch["source_text"][0] == "shapes/val/0"
-    assert all(len(r) == 5 for r in batch["references"])
-    assert batch["target_text"] == [r[0] for r in batch["references"]]
-    target = batch["target"]
+    assert batch.images.shape == (5, 3, 64, 64) and batch.images.dtype == torch.float32
+    assert batch.index.tolist() == [0, 1, 2, 3, 4] and batch.skipped == 0
+    assert batch.source_text[0] == "shapes/val/0"
+    assert all(len(r) == 5 for r in batch.references)
+    assert batch.target_text == [r[0] for r in batch.references]
+    target = batch.target
     assert (target[:, 0] == tok.bos_id).all()
-    for row, n in zip(target, batch["target_lengths"]):
+    for row, n in zip(target, batch.target_lengths):
         assert row[n - 1] == tok.eos_id and (row[n:] == tok.pad_id).all()
-    assert tok.decode(target[0].tolist()) == batch["target_text"][0]
+    assert tok.decode(target[0].tolist()) == batch.target_text[0]
     train = list(dm.train_dataloader())
-    assert sum(len(b["index"]) for b in train) == 40
-    assert sorted(i for b in train for i in b["index"].tolist()) == list(range(40))
+    assert sum(len(b.index) for b in train) == 40
+    assert sorted(i for b in train for i in b.index.tolist()) == list(range(40))
     scenes = dm.scenes("train")
     for b in train[:1]:
-        for i, text in zip(b["index"].tolist(), b["target_text"]):
+        for i, text in zip(b.index.tolist(), b.target_text):
             assert text in captions(scenes[i])
 
 
@@ -109,6 +109,6 @@ def test_training_captions_cycle_over_epochs() -> None:
     for epoch in range(5):
         loader.sampler.set_epoch(epoch)
         for batch in loader:
-            for i, text in zip(batch["index"].tolist(), batch["target_text"]):
+            for i, text in zip(batch.index.tolist(), batch.target_text):
                 seen.setdefault(i, set()).add(text)
     assert all(len(texts) == 5 for texts in seen.values())  # every caption once in five epochs

@@ -51,26 +51,26 @@ def make_dm(tmp_path: Path, **kwargs) -> TranslationDataModule:
 
 def check_batch(dm: TranslationDataModule, batch: dict, with_target: bool = True) -> None:
     src_tok, tgt_tok = dm.source_tokenizer, dm.target_tokenizer
-    B = len(batch["index"])
-    assert batch["source"].dtype == torch.long and batch["source"].shape[0] == B
-    assert batch["source"].shape[1] == int(batch["source_lengths"].max())
+    B = len(batch.index)
+    assert batch.source.dtype == torch.long and batch.source.shape[0] == B
+    assert batch.source.shape[1] == int(batch.source_lengths.max())
     for i in range(B):
-        n = int(batch["source_lengths"][i])
-        row = batch["source"][i].tolist()
+        n = int(batch.source_lengths[i])
+        row = batch.source[i].tolist()
         assert row[n - 1] == src_tok.eos_id and src_tok.eos_id not in row[: n - 1]
         assert all(t == src_tok.pad_id for t in row[n:]) and src_tok.pad_id not in row[:n]
-        assert src_tok.decode(row[:n]) == batch["source_text"][i][: dm.max_source_len]
+        assert src_tok.decode(row[:n]) == batch.source_text[i][: dm.max_source_len]
         if with_target:
-            m = int(batch["target_lengths"][i])
-            target = batch["target"][i].tolist()
+            m = int(batch.target_lengths[i])
+            target = batch.target[i].tolist()
             assert target[0] == tgt_tok.bos_id and target[m - 1] == tgt_tok.eos_id
             assert tgt_tok.bos_id not in target[1:] and tgt_tok.eos_id not in target[: m - 1]
             assert all(t == tgt_tok.pad_id for t in target[m:])
-            assert tgt_tok.decode(target) == batch["target_text"][i]
+            assert tgt_tok.decode(target) == batch.target_text[i]
     if with_target:
-        assert batch["target"].shape == (B, int(batch["target_lengths"].max()))
+        assert batch.target.shape == (B, int(batch.target_lengths.max()))
     else:
-        assert batch["target"] is None and batch["target_lengths"] is None
+        assert batch.target is None and batch.target_lengths is None
 
 
 def test_tsv_end_to_end(tmp_path: Path) -> None:
@@ -78,16 +78,16 @@ def test_tsv_end_to_end(tmp_path: Path) -> None:
     dm.setup("fit")
     seen = []
     for batch in dm.train_dataloader():
-        assert len(batch["index"]) <= 4
+        assert len(batch.index) <= 4
         check_batch(dm, batch)
-        for index, source, target in zip(batch["index"].tolist(), batch["source_text"], batch["target_text"]):
+        for index, source, target in zip(batch.index.tolist(), batch.source_text, batch.target_text):
             assert (PAIRS * 3)[index] == (source, target)  # index = row in the file
-        seen += batch["index"].tolist()
+        seen += batch.index.tolist()
     assert sorted(seen) == list(range(21))
     val_seen = []
     for batch in dm.val_dataloader():
         check_batch(dm, batch)
-        val_seen += batch["index"].tolist()
+        val_seen += batch.index.tolist()
     assert sorted(val_seen) == list(range(5))
 
 
@@ -107,10 +107,10 @@ def test_lang_pattern_files(tmp_path: Path, suffix: str) -> None:
     )
     dm.setup("test")
     batches = list(dm.test_dataloader())
-    assert sum(len(b["index"]) for b in batches) == 4
+    assert sum(len(b.index) for b in batches) == 4
     for batch in batches:
         check_batch(dm, batch)
-        for index, source in zip(batch["index"].tolist(), batch["source_text"]):
+        for index, source in zip(batch.index.tolist(), batch.source_text):
             assert PAIRS[index][0] == source
     assert dm.source_tokenizer.kind == "bpe"
     assert dm.source_tokenizer != dm.target_tokenizer  # separate vocabularies by default
@@ -173,15 +173,15 @@ def test_predict_keeps_every_line_and_truncates_with_a_count(
     rows = sorted(
         (i, t, n)
         for b in batches
-        for i, t, n in zip(b["index"].tolist(), b["source_text"], b["source_lengths"].tolist())
+        for i, t, n in zip(b.index.tolist(), b.source_text, b.source_lengths.tolist())
     )  # batches are length-sorted; each row carries its line number
     assert [i for i, _, _ in rows] == list(range(6))
     assert [t for _, t, _ in rows] == lines
     assert [n for _, _, n in rows] == [10, 1, 13, 4, 1, 6]  # tokens + EOS; the long line cut to 12 tokens
     for batch in batches:
-        assert "truncated" not in batch
+        assert batch.truncated == 0  # the loader took the count out
         check_batch(reader, batch, with_target=False)
-        assert batch["target_text"] == [""] * len(batch["index"])
+        assert batch.target_text == [""] * len(batch.index)
 
 
 def test_given_tokenizers_are_used_as_is(tmp_path: Path) -> None:
@@ -209,8 +209,8 @@ def test_overlong_eval_pairs_are_truncated_not_dropped(tmp_path: Path) -> None:
     dm.setup("validate")
     assert len(dm.datasets["val"]) == 5 and dm.truncated["val"] > 0
     for batch in dm.val_dataloader():
-        assert batch["source"].shape[1] <= 9 and batch["target"].shape[1] <= 10
-        assert len(batch["target_text"][0]) > 0
+        assert batch.source.shape[1] <= 9 and batch.target.shape[1] <= 10
+        assert len(batch.target_text[0]) > 0
 
 
 def test_state_dict_carries_the_tokenizers(tmp_path: Path) -> None:
@@ -234,14 +234,14 @@ class _Recorder(L.LightningModule):
         self.epochs: dict[int, list[int]] = {}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        self.epochs.setdefault(self.current_epoch, []).extend(batch["index"].tolist())
-        return (self.weight * batch["source"].float().mean()).sum()
+        self.epochs.setdefault(self.current_epoch, []).extend(batch.index.tolist())
+        return (self.weight * batch.source.float().mean()).sum()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self.log("val/n", float(len(batch["index"])), batch_size=len(batch["index"]))
+        self.log("val/n", float(len(batch.index)), batch_size=len(batch.index))
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[int]:
-        return batch["index"].tolist()
+        return batch.index.tolist()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import lightning as L
@@ -33,11 +34,11 @@ def test_loss_ignores_padding(data: DatesDataModule) -> None:
     model = make_module(data, label_smoothing=0.1).eval()
     batch = next(iter(data.train_dataloader()))
     logits, _ = model(batch)
-    assert logits.shape[:2] == batch["target"][:, 1:].shape
-    one = {k: (v[:1] if hasattr(v, "__getitem__") else v) for k, v in batch.items()}
-    n = int(one["target_lengths"][0])
-    trimmed = dict(one, target=one["target"][:, :n])
-    padded = dict(one, target=torch.cat([one["target"][:, :n], torch.zeros(1, 7, dtype=torch.long)], dim=1))
+    assert logits.shape[:2] == batch.target[:, 1:].shape
+    one = batch.rows([0])
+    n = int(one.target_lengths[0])
+    trimmed = dataclasses.replace(one, target=one.target[:, :n])
+    padded = dataclasses.replace(one, target=torch.cat([one.target[:, :n], torch.zeros(1, 7, dtype=torch.long)], dim=1))
     model.log = lambda *a, **k: None  # no trainer attached
     torch.testing.assert_close(model._loss(trimmed, "train"), model._loss(padded, "train"))
 
@@ -49,7 +50,7 @@ def test_loss_is_label_smoothed_cross_entropy(data: DatesDataModule, smoothing: 
     batch = next(iter(data.train_dataloader()))
     model.log = lambda *a, **k: None  # no trainer attached
     logits, _ = model(batch)
-    gold = batch["target"][:, 1:].reshape(-1)
+    gold = batch.target[:, 1:].reshape(-1)
     expected = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), gold,
                                                  ignore_index=model.target_tokenizer.pad_id,
                                                  label_smoothing=smoothing)

@@ -45,7 +45,7 @@ def test_config_instantiates_and_trains_a_step(tmp_path: Path, monkeypatch: pyte
     assert isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
     logits, attention = model(batch)  # teacher forcing over the batch
     assert attention.shape[:2] == logits.shape[:2]
-    gold = batch["target"][:, 1:]
+    gold = batch.target[:, 1:]
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), gold.reshape(-1), ignore_index=0)
     loss.backward()
     optimizer.step()
