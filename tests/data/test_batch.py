@@ -25,7 +25,8 @@ def test_rows_picks_tensor_rows_and_list_items_and_keeps_counts() -> None:
 
 def test_image_rows_keep_none_fields() -> None:
     batch = ImageBatch(images=torch.zeros(3, 3, 4, 4), index=torch.arange(3), source_text=["p", "q", "r"],
-                       references=[["a"], ["b", "c"], []], errors=[None, "bad", None], skipped=2)
+                       target_text=["a", "b", ""], references=[["a"], ["b", "c"], []], errors=[None, "bad", None],
+                       skipped=2)
     sub = batch.rows([1])
     assert sub.images.shape == (1, 3, 4, 4) and sub.references == [["b", "c"]] and sub.errors == ["bad"]
     assert sub.target is None and sub.skipped == 2
