@@ -49,10 +49,7 @@ def build(value: Any, base: type, *args: Any, what: str) -> Any:
     if isinstance(value, base):
         return value
     if isinstance(value, (str, dict)):
-        name = value if isinstance(value, str) else value.get("class_path")
-        registry = registry_for(base)
-        if isinstance(name, str) and "." not in name and registry is not None:
-            registry.entry(name)  # an unknown name: a RegistryError listing the known ones
+        target_class(value, base)  # an unknown name (a RegistryError listing the known ones) or path fails here
         hint = Callable[[Any] * len(args), base] if args else base
         value = parse(value, hint, what)
         if isinstance(value, base):
