@@ -4,6 +4,8 @@ Memory holds one chunk of lines per DataLoader worker, never the whole input, so
 million lines takes as much memory as predicting on a thousand. Each chunk is sorted by token length
 before it is cut into batches (less padding, fewer distinct length limits per search); every row
 carries its line number (``index``), and the prediction writer puts the results back in input order.
+:class:`LineStream` is the reading and sharding; :class:`StreamingPredictDataset` makes translation
+inputs of its chunks, and other line formats (the pairs ``seq2seq score`` reads) subclass it too.
 
 Sharding, so that every line is read by each process but encoded and predicted by exactly one:
 
@@ -36,7 +38,66 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-class StreamingPredictDataset(IterableDataset):
+class LineStream(IterableDataset):
+    """The lines of ``path``, sharded and read a chunk at a time; a subclass turns each chunk into batches.
+
+    Every process reads every line; its own lines (module docstring) form chunks of
+    ``batch_size * chunk_batches`` ``(index, line)`` pairs, which :meth:`_batches` makes batches of
+    (each batch's rows carrying their line numbers in ``index``).
+
+    Args:
+        path: the text file (``.gz`` read through gzip); line rules of :mod:`seq2seq_lightning.data.text`.
+        batch_size: rows per batch.
+        chunk_batches: a chunk is ``batch_size * chunk_batches`` lines.
+        rank: this process's rank; None reads it from ``torch.distributed`` when iteration starts.
+        world_size: the number of processes; None reads it from ``torch.distributed``.
+    """
+
+    def __init__(self, path: str | os.PathLike, batch_size: int, chunk_batches: int = 64, rank: int | None = None,
+                 world_size: int | None = None) -> None:
+        if batch_size < 1 or chunk_batches < 1:
+            raise ValueError(f"batch_size and chunk_batches must be positive, got {batch_size}, {chunk_batches}")
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"file not found: {path}")
+        self.path = path
+        self.batch_size, self.chunk_batches = batch_size, chunk_batches
+        self.rank, self.world_size = rank, world_size
+
+    def shard(self) -> tuple[int, int, int, int]:
+        """(rank, world size, worker id, workers) of the iteration running here."""
+        rank, world = _distributed()
+        rank = rank if self.rank is None else self.rank
+        world = world if self.world_size is None else self.world_size
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is outside world size {world}")
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        return rank, world, worker, workers
+
+    def __iter__(self) -> Iterator[Any]:
+        rank, world, worker, workers = self.shard()
+        chunk_size = self.batch_size * self.chunk_batches
+        chunk: list[tuple[int, str]] = []
+        own = 0  # lines of this rank seen so far
+        for index, line in enumerate(iter_lines(self.path)):
+            if index % world != rank:
+                continue
+            if (own // chunk_size) % workers == worker:
+                chunk.append((index, line))
+                if len(chunk) == chunk_size:
+                    yield from self._batches(chunk)
+                    chunk = []
+            own += 1
+        if chunk:
+            yield from self._batches(chunk)
+
+    def _batches(self, chunk: list[tuple[int, str]]) -> Iterator[Any]:
+        """The batches of one chunk of ``(line number, line)`` pairs."""
+        raise NotImplementedError
+
+
+class StreamingPredictDataset(LineStream):
     """Lines of ``path`` as padded predict batches (the :class:`TextBatch` :func:`collate_translation` makes).
 
     A row is ``index`` (line number, 0-based), ``source`` (ids[:max_source_len] + EOS), no target,
@@ -66,43 +127,9 @@ class StreamingPredictDataset(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
-        if batch_size < 1 or chunk_batches < 1:
-            raise ValueError(f"batch_size and chunk_batches must be positive, got {batch_size}, {chunk_batches}")
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"file not found: {path}")
-        self.path, self.tokenizer = path, tokenizer
-        self.batch_size, self.chunk_batches = batch_size, chunk_batches
+        super().__init__(path, batch_size, chunk_batches, rank, world_size)
+        self.tokenizer = tokenizer
         self.max_source_len, self.pad_id = max_source_len, pad_id
-        self.rank, self.world_size = rank, world_size
-
-    def shard(self) -> tuple[int, int, int, int]:
-        """(rank, world size, worker id, workers) of the iteration running here."""
-        rank, world = _distributed()
-        rank = rank if self.rank is None else self.rank
-        world = world if self.world_size is None else self.world_size
-        if not 0 <= rank < world:
-            raise ValueError(f"rank {rank} is outside world size {world}")
-        info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        return rank, world, worker, workers
-
-    def __iter__(self) -> Iterator[TextBatch]:
-        rank, world, worker, workers = self.shard()
-        chunk_size = self.batch_size * self.chunk_batches
-        chunk: list[tuple[int, str]] = []
-        own = 0  # lines of this rank seen so far
-        for index, line in enumerate(iter_lines(self.path)):
-            if index % world != rank:
-                continue
-            if (own // chunk_size) % workers == worker:
-                chunk.append((index, line))
-                if len(chunk) == chunk_size:
-                    yield from self._batches(chunk)
-                    chunk = []
-            own += 1
-        if chunk:
-            yield from self._batches(chunk)
 
     def _batches(self, chunk: list[tuple[int, str]]) -> Iterator[TextBatch]:
         """Encode a chunk, sort it by length (stable) and cut it into collated batches."""
