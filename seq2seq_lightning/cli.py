@@ -1,4 +1,4 @@
-"""The ``seq2seq`` console script: ``fit | validate | test | predict`` (LightningCLI) and ``plugins``."""
+"""The ``seq2seq`` console script: ``fit | validate | test | predict | score`` (LightningCLI) and ``plugins``."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from seq2seq_lightning import _jsonargparse_names
+from seq2seq_lightning.analysis.scoring import score_record
 from seq2seq_lightning.callbacks.examples import ExampleCollector
 from seq2seq_lightning.callbacks.tracking import LoggedSaveConfig, prepare_wandb
 from seq2seq_lightning.callbacks.writer import PredictionWriter
 from seq2seq_lightning.checkpoints import UnsafeCheckpointError, load_checkpoint
 from seq2seq_lightning.modules.base import Seq2SeqModule
 from seq2seq_lightning.registry import RegistryError
+from seq2seq_lightning.trainer import Seq2SeqTrainer
 
 # Registry names (rnn, beam, a plugin's name) work wherever a class path does.
 _jsonargparse_names.install()
@@ -69,8 +71,14 @@ class Seq2SeqCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("save_config_callback", LoggedSaveConfig)
         kwargs.setdefault("parser_class", Seq2SeqArgumentParser)
+        kwargs.setdefault("trainer_class", Seq2SeqTrainer)  # its ``score`` method is ``seq2seq score``
         super().__init__(Seq2SeqModule, LightningDataModule, *args, subclass_mode_model=True,
                          subclass_mode_data=True, **kwargs)
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's subcommands and ``score`` (forced decoding, :meth:`Seq2SeqTrainer.score`)."""
+        return {**LightningCLI.subcommands(), "score": {"model", "datamodule"}}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.tokenizers", "model.init_args.tokenizers", apply_on="instantiate")
@@ -82,6 +90,11 @@ class Seq2SeqCLI(LightningCLI):
                                 help="Where predictions go: .txt for one output per line, .jsonl for JSON lines "
                                      "with input, output, score and the n-best list. Written in input order.")
             parser.set_defaults(return_predictions=False)
+        if subcommand == "score":
+            parser.add_argument("--output", type=str, required=True,
+                                help="Where the scores go: JSON lines, one per pair in input order, with source, "
+                                     "target, log_prob (sum, EOS included), tokens (count, EOS included) and "
+                                     "token_log_probs; a pair that cannot be scored gets line, error and nulls.")
         return parser
 
     def _parse_ckpt_path(self) -> None:
@@ -141,6 +154,9 @@ class Seq2SeqCLI(LightningCLI):
         output = self.config.predict.get("output")
         if output:
             self.trainer.callbacks.append(PredictionWriter(output))
+
+    def before_score(self) -> None:
+        self.trainer.callbacks.append(PredictionWriter(self.config.score.output, formatter=score_record))
 
 
 def decoding_settings(model_class_path: str | None) -> frozenset[str]:

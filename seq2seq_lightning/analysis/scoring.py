@@ -11,16 +11,20 @@ for it (EOS included when the hypothesis ended with EOS).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
 from seq2seq_lightning.data.batch import Batch
+from seq2seq_lightning.data.pairs import PairBatch
 
 if TYPE_CHECKING:
     from seq2seq_lightning.modules.base import Seq2SeqModule
+
+Item = TypeVar("Item")
 
 
 @dataclass
@@ -100,3 +104,53 @@ def score_token_ids(module: Seq2SeqModule, batch_without_target: Batch,
     target, lengths = target_tensor(module, target_ids)
     batch = dataclasses.replace(batch_without_target, target=target, target_lengths=lengths)
     return forced_scores(module, batch)
+
+
+def score_texts(module: Seq2SeqModule, inputs: Sequence[Item], targets: Sequence[str],
+                make_batch: Callable[[list[Item]], Batch], batch_size: int,
+                input_lengths: Sequence[int] | None = None) -> list[ForcedScore]:
+    """Forced scores of target texts given their inputs, in input order, batched.
+
+    Each target is scored as the target tokenizer encodes it (an empty one: the EOS alone). Rows
+    are sorted by (input length, target length) and cut into batches of ``batch_size``;
+    ``make_batch`` turns a list of inputs into a batch without targets on the module's device.
+    """
+    if len(inputs) != len(targets):
+        raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets; give one target per input")
+    target_ids = module.target_tokenizer.encode_batch(list(targets)) if targets else []
+    lengths = input_lengths if input_lengths is not None else [0] * len(inputs)
+    order = sorted(range(len(inputs)), key=lambda i: (lengths[i], len(target_ids[i])))
+    out: list[ForcedScore | None] = [None] * len(inputs)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = make_batch([inputs[i] for i in rows])
+        for i, score in zip(rows, score_token_ids(module, batch, [target_ids[i] for i in rows])):
+            out[i] = score
+    return out  # type: ignore[return-value]
+
+
+def score_rows(module: Seq2SeqModule, batch: PairBatch) -> list[dict[str, Any]]:
+    """The output rows of a batch of pairs (``seq2seq score``), in index order: ``index``, ``source``,
+    ``target``, ``log_prob``, ``tokens``, ``token_log_probs``; a row that cannot be scored gets
+    ``line`` (1-based), ``error`` and nulls."""
+    errors = batch.errors or [None] * len(batch)
+    good = [i for i, e in enumerate(errors) if e is None]
+    scores = forced_scores(module, batch if len(good) == len(batch) else batch.rows(good)) if good else []
+    rows = []
+    for i, score in zip(good, scores):
+        rows.append({"index": int(batch.index[i]), "source": module.source_repr(batch, i),
+                     "target": batch.target_text[i], "log_prob": score.log_prob, "tokens": score.tokens,
+                     "token_log_probs": score.token_log_probs})
+    for i, error in enumerate(errors):
+        if error is not None:
+            index = int(batch.index[i])
+            rows.append({"index": index, "line": index + 1, "error": error,
+                         "source": batch.source_text[i] or None, "target": batch.target_text[i] or None,
+                         "log_prob": None, "tokens": None, "token_log_probs": None})
+    return sorted(rows, key=lambda row: row["index"])
+
+
+def score_record(row: dict[str, Any]) -> str:
+    """One JSON line of ``seq2seq score`` output for a row of :func:`score_rows` (no trailing newline)."""
+    record = {k: v for k, v in row.items() if k != "index"}
+    return json.dumps(record, ensure_ascii=False)

@@ -7,6 +7,7 @@ import json
 import os
 import warnings
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from lightning.pytorch.callbacks import BasePredictionWriter
@@ -40,12 +41,15 @@ class PredictionWriter(BasePredictionWriter):
     Args:
         output: the output file; ``.jsonl`` writes JSON lines (input, output, score, nbest), any
             other suffix plain lines.
+        formatter: makes a row's output line (no newline) instead of :func:`format_row`; a module-level
+            function, so that the writer pickles (``seq2seq score`` writes its rows with one).
     """
 
-    def __init__(self, output: str | os.PathLike) -> None:
+    def __init__(self, output: str | os.PathLike, formatter: Callable[[dict[str, Any]], str] | None = None) -> None:
         super().__init__(write_interval="batch")
         self.output = Path(output)
         self.jsonl = self.output.suffix.lower() == ".jsonl"
+        self.formatter = formatter
         self._tmp = self.output.with_name(f".{self.output.name}.partial")
         self._file: TextIO | None = None
         self._heap: list[tuple[int, int, dict[str, Any]]] = []
@@ -54,6 +58,10 @@ class PredictionWriter(BasePredictionWriter):
         self._expect = 0  # the next index this process will write
         self._last = -1  # the last index it wrote
         self.written = 0  # lines written to the output file
+
+    def format(self, row: dict[str, Any]) -> str:
+        """The output line of a row (no trailing newline)."""
+        return self.formatter(row) if self.formatter is not None else format_row(row, self.jsonl)
 
     @property
     def pending(self) -> int:
@@ -92,7 +100,7 @@ class PredictionWriter(BasePredictionWriter):
             if index <= self._last:
                 continue  # a duplicate (a padded distributed sampler repeats rows)
             if self._world == 1:
-                self._file.write(format_row(row, self.jsonl) + "\n")
+                self._file.write(self.format(row) + "\n")
                 self.written += 1
             else:
                 self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -124,7 +132,7 @@ class PredictionWriter(BasePredictionWriter):
                 for index, _, row in heapq.merge(*streams, key=lambda x: (x[0], x[1])):
                     if index <= last:
                         continue
-                    out.write(format_row(row, self.jsonl) + "\n")
+                    out.write(self.format(row) + "\n")
                     self.written += 1
                     last = index
         finally:

@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any, Literal
 
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from seq2seq_lightning.data.base import Seq2SeqDataModule
 from seq2seq_lightning.data.caption_batches import (
@@ -20,6 +21,7 @@ from seq2seq_lightning.data.caption_batches import (
 )
 from seq2seq_lightning.data.caption_formats import CaptionedImage, read_captions
 from seq2seq_lightning.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageTransform, list_images
+from seq2seq_lightning.data.pairs import ImagePairStream, PairLoader, warn_errors
 from seq2seq_lightning.data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,8 @@ class CaptioningDataModule(Seq2SeqDataModule):
             if it has one, else fitting skips validation.
         test_path: test annotations, like val_path.
         predict_path: images to caption: a folder (its image files, sorted by name) or a text file with
-            one image path per line (relative to the file's folder).
+            one image path per line (relative to the file's folder). For ``seq2seq score``: the pairs to
+            score, ``image_path<TAB>caption`` lines or JSON lines with "image" and "caption".
         image_root: the folder image paths are relative to; None looks next to the annotation file
             (``images/``, ``train2017/``, ``Flicker8k_Dataset/``...).
         format: annotation format, ``auto`` (detected from the content), ``coco``, ``karpathy`` or ``flickr8k``.
@@ -100,6 +103,7 @@ class CaptioningDataModule(Seq2SeqDataModule):
         self.tokenizer_kind, self.vocab_size, self.min_frequency = tokenizer, vocab_size, min_frequency
         self.max_caption_len = max_caption_len
         self._files: dict[str, dict[str, list[CaptionedImage]]] = {}
+        self.scoring = False  # predict_path holds pairs to score (set by `seq2seq score`, data.pairs.reading_pairs)
 
     # ------------------------------------------------------------------ reading
     def _read_file(self, path: str) -> dict[str, list[CaptionedImage]]:
@@ -141,8 +145,14 @@ class CaptioningDataModule(Seq2SeqDataModule):
         return {"target": tokenizer.to_json()}
 
     # ------------------------------------------------------------------ datasets
-    def build_dataset(self, split: str) -> CaptionDataset:
-        """Captioned images of ``split``; for "predict", the images of predict_path without captions."""
+    def build_dataset(self, split: str) -> CaptionDataset | ImagePairStream:
+        """Captioned images of ``split``; for "predict", the images of predict_path without captions
+        (while ``scoring``, a stream of the (image, caption) pairs to score: :mod:`seq2seq_lightning.data.pairs`)."""
+        if split == "predict" and self.scoring:
+            if self.paths["predict"] is None:
+                raise ValueError("no predict_path was given (the pairs to score)")
+            return ImagePairStream(self.paths["predict"], self.target_tokenizer, self.image_transform,
+                                   self.eval_batch_size, image_root=self.image_root, lowercase=self.lowercase)
         if split == "predict":
             if self.paths["predict"] is None:
                 raise ValueError("no predict_path was given")
@@ -155,6 +165,16 @@ class CaptioningDataModule(Seq2SeqDataModule):
         """:func:`collate_captions`; predict batches keep unreadable images (with their errors)."""
         predict = split == "predict"  # predict items have no captions (and need no tokenizer)
         return partial(collate_captions, pad_id=0 if predict else self.target_tokenizer.pad_id, keep_errors=predict)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Images to caption; while ``scoring``, the streamed pairs (each process its share under DDP)."""
+        dataset = self.dataset("predict")
+        if not isinstance(dataset, ImagePairStream):
+            return super().predict_dataloader()
+        if self.trainer is not None:
+            dataset.rank, dataset.world_size = self.trainer.global_rank, self.trainer.world_size
+        return PairLoader(dataset, num_workers=self.num_workers,
+                          on_errors=lambda malformed, errors, rows: warn_errors(dataset.path, malformed, errors, rows))
 
     def batching(self, split: str, dataset: CaptionDataset) -> dict[str, Any]:
         """Training: every image once per epoch, with one of its captions (cycling); else in order."""

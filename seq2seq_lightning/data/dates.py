@@ -154,7 +154,8 @@ class DatesDataModule(TranslationDataModule):
         batch_size: examples per training batch.
         eval_batch_size: examples per validation/test/predict batch; None means batch_size.
         num_workers: DataLoader worker processes.
-        predict_path: text file of dates to convert, one per line.
+        predict_path: text file of dates to convert, one per line (``seq2seq score``: pairs to score,
+            ``source<TAB>target`` or JSON lines with "source" and "target").
         tokenizers: serialized tokenizers ({"source": json, "target": json}) to use instead of
             training new ones; filled from a checkpoint when resuming or predicting.
     """

@@ -136,7 +136,8 @@ class ShapesDataModule(CaptioningDataModule):
         batch_size: images per training batch.
         eval_batch_size: images per validation/test/predict batch; None means batch_size.
         num_workers: DataLoader worker processes.
-        predict_path: images to caption: a folder or a text file listing image paths.
+        predict_path: images to caption: a folder or a text file listing image paths (``seq2seq score``:
+            pairs to score, ``image_path<TAB>caption`` or JSON lines with "image" and "caption").
         tokenizers: a serialized caption tokenizer ({"target": json}) to use instead of training one;
             filled from a checkpoint when resuming, testing or predicting.
     """

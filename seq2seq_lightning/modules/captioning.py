@@ -14,8 +14,10 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.text import BLEUScore
 
+from seq2seq_lightning.analysis.scoring import score_texts
 from seq2seq_lightning.data.batch import ImageBatch
 from seq2seq_lightning.data.images import ImageTransform, load_image
+from seq2seq_lightning.data.pairs import PairBatch
 from seq2seq_lightning.data.tokenizer import Tokenizer
 from seq2seq_lightning.decoders.base import Decoder
 from seq2seq_lightning.encoders.base import Encoder, EncoderOutput
@@ -138,7 +140,10 @@ class CaptioningModule(Seq2SeqModule):
         return super().test_step(batch, batch_idx) if self._count_skipped(batch, "test") else None
 
     def predict_step(self, batch: ImageBatch, batch_idx: int) -> list[dict[str, Any]]:
-        """One row per input image; an unreadable one gets ``output`` "" and its ``error``."""
+        """One row per input image; an unreadable one gets ``output`` "" and its ``error``. Pairs to
+        score (``seq2seq score``) are scored by the base class, their errors included."""
+        if isinstance(batch, PairBatch):
+            return super().predict_step(batch, batch_idx)
         errors = batch.errors or [None] * len(batch)
         good = [i for i, e in enumerate(errors) if e is None]
         readable = batch if len(good) == len(errors) else batch.rows(good)
@@ -186,15 +191,30 @@ class CaptioningModule(Seq2SeqModule):
         Raises :class:`~seq2seq_lightning.data.images.ImageLoadError` naming an image that cannot be read.
         """
         search = self.build_strategy(strategy, **strategy_kwargs)
-        transform = ImageTransform.from_spec(self.image_transform)
         was_training = self.training
         self.eval()
         out: list[str] = []
         try:
             for start in range(0, len(images), self.batch_size):
-                chunk = images[start : start + self.batch_size]
-                pixels = torch.stack([transform(load_image(x, draft_size=transform.size)) for x in chunk])
-                out += self.detokenize(self.search(ImageBatch(images=pixels.to(self.device), index=torch.arange(len(chunk))), search))
+                out += self.detokenize(self.search(self.make_batch(images[start : start + self.batch_size]), search))
         finally:
             self.train(was_training)
         return out
+
+    def score(self, images: list[Image.Image | str | os.PathLike], captions: list[str]) -> list[float]:
+        """The model's log-probability of each caption given its image (forced decoding), batched.
+
+        A score is the sum of log P of the caption's tokens and of the EOS ending it (an empty caption:
+        the EOS alone), in input order. It is the score of the caption *as the caption tokenizer
+        encodes it*: pass captions normalised as training saw them
+        (:func:`~seq2seq_lightning.data.caption_formats.normalize_caption`; what :meth:`caption` returns
+        already is). Per-token scores: :func:`~seq2seq_lightning.analysis.scoring.score_texts`.
+        Raises :class:`~seq2seq_lightning.data.images.ImageLoadError` naming an image that cannot be read.
+        """
+        return [s.log_prob for s in score_texts(self, list(images), list(captions), self.make_batch, self.batch_size)]
+
+    def make_batch(self, images: list[Image.Image | str | os.PathLike]) -> ImageBatch:
+        """PIL images or paths -> a batch on the module's device, prepared as training prepared them."""
+        transform = ImageTransform.from_spec(self.image_transform)
+        pixels = torch.stack([transform(load_image(x, draft_size=transform.size)) for x in images])  # (B, 3, H, W)
+        return ImageBatch(images=pixels.to(self.device), index=torch.arange(len(images), device=self.device))
