@@ -1,4 +1,5 @@
-"""The ``seq2seq`` console script: ``fit | validate | test | predict | score`` (LightningCLI) and ``plugins``."""
+"""The ``seq2seq`` console script: ``fit | validate | test | predict | score | analyze`` (LightningCLI) and
+``plugins``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from seq2seq_lightning import _jsonargparse_names
+from seq2seq_lightning.analysis.analyze import option_help
 from seq2seq_lightning.analysis.scoring import score_record
 from seq2seq_lightning.callbacks.examples import ExampleCollector
 from seq2seq_lightning.callbacks.tracking import LoggedSaveConfig, prepare_wandb
@@ -77,8 +79,10 @@ class Seq2SeqCLI(LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        """Lightning's subcommands and ``score`` (forced decoding, :meth:`Seq2SeqTrainer.score`)."""
-        return {**LightningCLI.subcommands(), "score": {"model", "datamodule"}}
+        """Lightning's subcommands, ``score`` (forced decoding, :meth:`Seq2SeqTrainer.score`) and ``analyze``
+        (search-error analysis, :meth:`Seq2SeqTrainer.analyze`; ``--beam_sizes`` is declared below)."""
+        return {**LightningCLI.subcommands(), "score": {"model", "datamodule"},
+                "analyze": {"model", "datamodule", "beam_sizes"}}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.tokenizers", "model.init_args.tokenizers", apply_on="instantiate")
@@ -95,6 +99,9 @@ class Seq2SeqCLI(LightningCLI):
                                 help="Where the scores go: JSON lines, one per pair in input order, with source, "
                                      "target, log_prob (sum, EOS included), tokens (count, EOS included) and "
                                      "token_log_probs; a pair that cannot be scored gets line, error and nulls.")
+        if subcommand == "analyze":  # space-separated sizes (--beam_sizes 1 2 4), default and help from analyze()
+            parser.add_argument("--beam_sizes", type=int, nargs="+", **option_help("beam_sizes"))
+            self._subcommand_method_arguments[subcommand].append("beam_sizes")
         return parser
 
     def _parse_ckpt_path(self) -> None:
