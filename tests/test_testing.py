@@ -12,6 +12,8 @@ from seq2seq_lightning.encoders.cnn import CNNEncoder
 from seq2seq_lightning.encoders.rnn import RNNEncoder
 from seq2seq_lightning.search import Hypothesis, SearchStrategy
 from seq2seq_lightning.search.beam import BeamSearch
+from seq2seq_lightning.search.constrained import ConstrainedBeamSearch
+from seq2seq_lightning.search.exact import ExactSearch
 from seq2seq_lightning.search.greedy import GreedySearch
 from seq2seq_lightning.search.sampling import SamplingSearch
 from seq2seq_lightning.testing import ToyStepDecoder, check_decoder, check_encoder, check_strategy
@@ -80,12 +82,29 @@ def test_beam_passes(kwargs: dict) -> None:
 
 
 @pytest.mark.parametrize("kwargs", [
+    {"beam_size": 2},
+    {"beam_size": 4, "n_best": 3, "length_penalty": 1.0},
+    {"beam_size": 3, "min_len": 2, "stopping": "early"},
+], ids=["2", "4-nbest-penalty", "3-min-len-early"])
+def test_constrained_beam_passes(kwargs: dict) -> None:
+    check_strategy(ConstrainedBeamSearch, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [
     {"seed": 0},
     {"seed": 1, "temperature": 0.7, "top_k": 3, "num_samples": 3},
     {"seed": 2, "top_p": 0.8, "min_len": 1},
 ], ids=["seed", "top-k-samples", "top-p-min-len"])
 def test_sampling_with_a_seed_passes(kwargs: dict) -> None:
     check_strategy(SamplingSearch, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},
+    {"beam_size": 1, "length_penalty": 1.0, "max_expansions": 20, "max_rows": 4},
+], ids=["defaults", "penalty-budget-small-blocks"])
+def test_exact_passes(kwargs: dict) -> None:
+    check_strategy(ExactSearch, **kwargs)
 
 
 def test_the_kit_leaves_the_global_random_state_alone() -> None:
