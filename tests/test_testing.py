@@ -12,6 +12,7 @@ from seq2seq_lightning.encoders.cnn import CNNEncoder
 from seq2seq_lightning.encoders.rnn import RNNEncoder
 from seq2seq_lightning.search import Hypothesis, SearchStrategy
 from seq2seq_lightning.search.beam import BeamSearch
+from seq2seq_lightning.search.constrained import ConstrainedBeamSearch
 from seq2seq_lightning.search.exact import ExactSearch
 from seq2seq_lightning.search.greedy import GreedySearch
 from seq2seq_lightning.search.sampling import SamplingSearch
@@ -78,6 +79,15 @@ def test_greedy_passes(kwargs: dict) -> None:
         "4-min-len"])
 def test_beam_passes(kwargs: dict) -> None:
     check_strategy(BeamSearch, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"beam_size": 2},
+    {"beam_size": 4, "n_best": 3, "length_penalty": 1.0},
+    {"beam_size": 3, "min_len": 2, "stopping": "early"},
+], ids=["2", "4-nbest-penalty", "3-min-len-early"])
+def test_constrained_beam_passes(kwargs: dict) -> None:
+    check_strategy(ConstrainedBeamSearch, **kwargs)
 
 
 @pytest.mark.parametrize("kwargs", [

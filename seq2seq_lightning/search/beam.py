@@ -45,7 +45,8 @@ class BeamSearch(SearchStrategy):
     adjusted values (``score`` is that sum, length-normalized), while :attr:`Hypothesis.log_prob`
     stays the model's own log-probability of the returned tokens: the search keeps both sums.
     Strategies that reshape the beam itself (groups of beams, say) override the other hooks:
-    :meth:`start_scores`, :meth:`select_candidates` and :meth:`new_pool`.
+    :meth:`start_scores`, :meth:`select_candidates` and :meth:`new_pool`; :meth:`begin_step` tells
+    them, every step, which batch rows they are given and what each live hypothesis has generated.
 
     Args:
         beam_size: number of live hypotheses kept per row.
@@ -94,6 +95,19 @@ class BeamSearch(SearchStrategy):
         """
         return log_probs
 
+    def begin_step(self, rows: Tensor, prefix: Tensor, step: int) -> None:
+        """Called at the start of every step, before :meth:`adjust_log_probs`; the default does nothing.
+
+        rows (A,) long: the batch rows still searching, in the order of the A rows the other hooks
+        see this step (row ``a`` of their tensors is batch row ``rows[a]``); prefix (A, K, step) long:
+        the tokens each live hypothesis has generated so far (no BOS); step: how many. A strategy
+        whose ranking or choice depends on the row (per-row constraints, say) reads here which rows
+        it is given, and what :meth:`select_candidates` needs besides the scores. What it keeps
+        belongs to one search call: keep it on a per-call copy of the strategy (as
+        :class:`~seq2seq_lightning.search.constrained.ConstrainedBeamSearch` does), not on a
+        strategy object that other searches share.
+        """
+
     def start_scores(self, batch_size: int, device: torch.device) -> Tensor:
         """(B, K) ranking sums of the beams before the first step: 0 for a live beam, -inf for an empty
         slot. Every beam starts from BOS; the default makes beam 0 of each row the only live one."""
@@ -138,6 +152,7 @@ class BeamSearch(SearchStrategy):
             logp, state = decoder.step(tokens, state)  # (A*K, V)
             A = active.numel()
             logp = logp.float().to(device).view(A, K, -1)  # (A, K, V) the model's log-probs
+            self.begin_step(active, beam_tok[:, :, :t], t)
             rank_logp = self.adjust_log_probs(logp, beam_tok[:, :, :t], t)  # (A, K, V) what ranks
             if t < self.min_len:
                 rank_logp = forbid_token(rank_logp, eos)
