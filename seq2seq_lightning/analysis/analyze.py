@@ -85,6 +85,8 @@ def search_names(beam_sizes: list[int], exact: bool) -> list[tuple[str, int | No
 def analysis_batches(datamodule: LightningDataModule, limit: int | None) -> tuple[int, Iterator[Batch]]:
     """The number of test examples analysed, and their batches: the first ``limit`` by index (all
     without it), each once, from the data module's test loader."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of test examples, got {limit}")
     datamodule.setup("test")
     total = len(datamodule.test_dataloader().dataset)
     wanted = total if limit is None else min(limit, total)
