@@ -72,7 +72,9 @@ class LastCheckpoint(Callback):
     def _save(self, trainer: Trainer) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run or self._saved_step == trainer.global_step:
             return
-        trainer.save_checkpoint(self.path(trainer))
+        # the whole training state (optimizer, loops, callbacks): what a resume needs; saying so also
+        # keeps Lightning from announcing that it chose it
+        trainer.save_checkpoint(self.path(trainer), weights_only=False)
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
