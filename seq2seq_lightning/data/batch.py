@@ -61,11 +61,21 @@ class TextBatch(Batch):
         source: (B, S) long, token ids ending in EOS, padded with the pad id.
         source_lengths: (B,) long.
         truncated: rows whose source was cut to the longest allowed length (predict streams count it).
+        prefix: per row, target token ids (no BOS/EOS) every output must start with ([]: none), or
+            None when no row has one; the module's search forces them.
+        constraints: per row, phrases of target token ids (no BOS/EOS) every output must contain
+            ([]: none), or None when no row has any; searched with a strategy that takes them
+            (``constrained_beam``).
+        errors: per row, why its input could not be read (a malformed JSON line), or None; such a row
+            gets an empty output carrying the error. None when every row was read.
     """
 
     source: Tensor
     source_lengths: Tensor
     truncated: int = 0
+    prefix: list[list[int]] | None = None
+    constraints: list[list[list[int]]] | None = None
+    errors: list[str | None] | None = None
 
 
 @dataclass(kw_only=True)

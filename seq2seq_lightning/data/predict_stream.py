@@ -17,8 +17,10 @@ Sharding, so that every line is read by each process but encoded and predicted b
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,6 +38,59 @@ def _distributed() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+@dataclass(frozen=True)
+class PredictRecord:
+    """One predict input read from a line: its source text, and optionally target text every output
+    must start with (``prefix``) and phrases every output must contain (``constraints``)."""
+
+    source: str
+    prefix: str = ""
+    constraints: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LineError:
+    """Why a line is not a predict input (a malformed JSON line, say)."""
+
+    message: str
+
+
+#: line -> the predict input it holds, or why it holds none
+LineParser = Callable[[str], PredictRecord | LineError]
+
+
+def parse_text_line(line: str) -> PredictRecord:
+    """A plain-text line is its own source."""
+    return PredictRecord(line)
+
+
+def parse_json_line(line: str) -> PredictRecord | LineError:
+    """A JSON-lines predict input: an object with ``"source"`` (string, required), ``"prefix"``
+    (string) and ``"constraints"`` (list of strings); other keys are ignored, null is as absent."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return LineError(f"invalid JSON: {exc}")
+    if not isinstance(record, dict):
+        return LineError(f'expected a JSON object with a string "source", got {type(record).__name__}')
+    source, prefix, constraints = record.get("source"), record.get("prefix"), record.get("constraints")
+    if source is None:
+        return LineError('key "source" is missing')
+    if not isinstance(source, str):
+        return LineError(f'key "source" is not a string (got {type(source).__name__})')
+    if prefix is not None and not isinstance(prefix, str):
+        return LineError(f'key "prefix" is not a string (got {type(prefix).__name__})')
+    if constraints is not None and not (isinstance(constraints, list) and all(isinstance(c, str) for c in constraints)):
+        return LineError('key "constraints" is not a list of strings')
+    return PredictRecord(source, prefix or "", list(constraints or []))
+
+
+def predict_parser(path: str | os.PathLike) -> LineParser:
+    """How the lines of a predict input are read: JSON lines for a ``.jsonl`` file (``.jsonl.gz`` too),
+    else plain text."""
+    return parse_json_line if os.fspath(path).lower().removesuffix(".gz").endswith(".jsonl") else parse_text_line
 
 
 class LineStream(IterableDataset):
@@ -101,9 +156,14 @@ class StreamingPredictDataset(LineStream):
     """Lines of ``path`` as padded predict batches (the :class:`TextBatch` :func:`collate_translation` makes).
 
     A row is ``index`` (line number, 0-based), ``source`` (ids[:max_source_len] + EOS), no target,
-    ``source_text`` (the line) and ``target_text`` ``""``; every line gives one row, empty lines
-    included. Each batch also has ``truncated``: how many of its rows had more than
+    ``source_text`` (the line's source) and ``target_text`` ``""``; every line gives one row, empty
+    lines included. Each batch also has ``truncated``: how many of its rows had more than
     ``max_source_len`` tokens (:class:`PredictLoader` sums these and takes the key out).
+
+    Each line goes through ``parser``. A line it reads as a :class:`PredictRecord` with a prefix or
+    constraints gives the batch ``prefix`` / ``constraints`` (target ids); a line it rejects
+    (:class:`LineError`) is still a row, in place: an empty source, the raw line as ``source_text``
+    and ``errors`` saying "line N of PATH: why".
 
     Args:
         path: the text file (``.gz`` read through gzip); line rules of :mod:`seq2seq_lightning.data.text`.
@@ -114,6 +174,8 @@ class StreamingPredictDataset(LineStream):
         chunk_batches: a chunk is ``batch_size * chunk_batches`` lines, sorted by length before cutting.
         rank: this process's rank; None reads it from ``torch.distributed`` when iteration starts.
         world_size: the number of processes; None reads it from ``torch.distributed``.
+        parser: line -> record or error; None chooses by the file name (:func:`predict_parser`).
+        target_tokenizer: encodes prefixes and constraints (needed only when a line has them).
     """
 
     def __init__(
@@ -126,15 +188,44 @@ class StreamingPredictDataset(LineStream):
         chunk_batches: int = 64,
         rank: int | None = None,
         world_size: int | None = None,
+        parser: LineParser | None = None,
+        target_tokenizer: Tokenizer | None = None,
     ) -> None:
         super().__init__(path, batch_size, chunk_batches, rank, world_size)
-        self.tokenizer = tokenizer
+        self.tokenizer, self.target_tokenizer = tokenizer, target_tokenizer
         self.max_source_len, self.pad_id = max_source_len, pad_id
+        self.parser = parser if parser is not None else predict_parser(self.path)
+
+    def _records(self, chunk: list[tuple[int, str]]) -> tuple[list[PredictRecord], list[str | None]]:
+        """Each line of a chunk as a record (an empty one for a rejected line) and its error or None."""
+        records: list[PredictRecord] = []
+        errors: list[str | None] = []
+        for index, line in chunk:
+            parsed = self.parser(line)
+            if isinstance(parsed, LineError):
+                records.append(PredictRecord(""))
+                errors.append(f"line {index + 1} of {self.path}: {parsed.message}")
+            else:
+                records.append(parsed)
+                errors.append(None)
+        return records, errors
+
+    def _target_ids(self, records: list[PredictRecord]) -> tuple[list[list[int]], list[list[list[int]]]]:
+        """Prefix ids and constraint phrase ids of each record (target tokenizer, no specials)."""
+        if not any(r.prefix or r.constraints for r in records):
+            return [[] for _ in records], [[] for _ in records]
+        if self.target_tokenizer is None:
+            raise ValueError(f"{self.path}: a line has a prefix or constraints, but no target tokenizer was given")
+        tok = self.target_tokenizer
+        return [tok.encode(r.prefix) if r.prefix else [] for r in records], \
+            [[ids for ids in tok.encode_batch(r.constraints) if ids] if r.constraints else [] for r in records]
 
     def _batches(self, chunk: list[tuple[int, str]]) -> Iterator[TextBatch]:
         """Encode a chunk, sort it by length (stable) and cut it into collated batches."""
         eos, limit = self.tokenizer.eos_id, self.max_source_len
-        encoded = self.tokenizer.encode_batch([line for _, line in chunk])
+        records, errors = self._records(chunk)
+        prefixes, constraints = self._target_ids(records)
+        encoded = self.tokenizer.encode_batch([r.source for r in records])
         cut = [ids if limit is None else ids[:limit] for ids in encoded]
         long = [limit is not None and len(ids) > limit for ids in encoded]
         order = sorted(range(len(chunk)), key=lambda k: len(cut[k]))
@@ -146,7 +237,7 @@ class StreamingPredictDataset(LineStream):
                         "index": chunk[k][0],
                         "source": torch.tensor(cut[k] + [eos], dtype=torch.long),
                         "target": None,
-                        "source_text": chunk[k][1],
+                        "source_text": chunk[k][1] if errors[k] else records[k].source,
                         "target_text": "",
                     }
                     for k in rows
@@ -154,6 +245,12 @@ class StreamingPredictDataset(LineStream):
                 pad_id=self.pad_id,
             )
             batch.truncated = sum(long[k] for k in rows)
+            if any(prefixes[k] for k in rows):
+                batch.prefix = [prefixes[k] for k in rows]
+            if any(constraints[k] for k in rows):
+                batch.constraints = [constraints[k] for k in rows]
+            if any(errors[k] for k in rows):
+                batch.errors = [errors[k] for k in rows]
             yield batch
 
 
@@ -161,28 +258,35 @@ class PredictLoader(DataLoader):
     """A DataLoader over ready-made batches (``batch_size=None``) that counts truncated rows.
 
     Runs in the main process: each batch's ``truncated`` count is taken out of the batch and summed,
-    and ``on_end(truncated, rows)`` is called once, when the iteration is exhausted.
+    and ``on_end(truncated, rows)`` is called once, when the iteration is exhausted; so is
+    ``on_malformed(error rows, rows)``, with the rows whose ``errors`` entry is set.
 
     Args:
         dataset: yields collated batches carrying a ``truncated`` count.
         on_end: called with (truncated rows, all rows) at the end of each complete iteration.
+        on_malformed: called with (rows with an error, all rows) at the end of each complete iteration.
         **kwargs: as for :class:`torch.utils.data.DataLoader` (``batch_size`` defaults to None).
     """
 
-    def __init__(self, dataset: Any, *, on_end: Callable[[int, int], None] | None = None, **kwargs: Any) -> None:
+    def __init__(self, dataset: Any, *, on_end: Callable[[int, int], None] | None = None,
+                 on_malformed: Callable[[int, int], None] | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("batch_size", None)
         super().__init__(dataset, **kwargs)
         self.on_end = on_end
+        self.on_malformed = on_malformed
 
     def __iter__(self) -> Iterator[Any]:
         return self._counting(super().__iter__())
 
     def _counting(self, batches: Iterator[Any]) -> Iterator[Any]:
-        truncated = rows = 0
+        truncated = rows = malformed = 0
         for batch in batches:
             truncated += batch.truncated
             batch.truncated = 0  # counted here, once
             rows += len(batch)
+            malformed += sum(e is not None for e in getattr(batch, "errors", None) or [])
             yield batch
         if self.on_end is not None:
             self.on_end(truncated, rows)
+        if self.on_malformed is not None:
+            self.on_malformed(malformed, rows)
