@@ -81,7 +81,7 @@ def allocate_banks(score: Tensor, bank: Tensor, num_banks: Tensor, width: int) -
     lowest bank go to the best remaining candidates of any bank. Within a bank the best scores win,
     ties to the earlier candidate. Loops over banks only, never over rows.
     """
-    A, M = score.shape
+    A = score.size(0)
     valid = torch.isfinite(score)  # (A, M)
     NB = int(num_banks.max())
     banks = torch.arange(NB, device=score.device)  # (NB,)
@@ -278,7 +278,7 @@ class ConstrainedBeamSearch(BeamSearch):
         view = self._view
         if view is None:
             return first, live
-        A, K, V = scores.shape
+        K, V = scores.shape[1:]
         flat = scores.flatten(1)  # (A, K*V)
         cands, valid = self._candidates(scores, eos, view)  # (A, M) distinct flat indices
         cand_score = flat.gather(1, cands).masked_fill(~valid, NEG_INF)  # (A, M)
