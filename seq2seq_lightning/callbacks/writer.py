@@ -6,8 +6,8 @@ import heapq
 import json
 import os
 import warnings
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 from lightning.pytorch.callbacks import BasePredictionWriter

@@ -59,12 +59,13 @@ def parse_pair(line: str, json_lines: bool, keys: tuple[str, str] = TEXT_KEYS) -
     except json.JSONDecodeError as exc:
         raise ValueError(f"invalid JSON at column {exc.colno}: {exc.msg}") from None
     if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object with string {keys[0]!r} and {keys[1]!r}, got {type(record).__name__}")
+        raise ValueError(  # noqa: TRY004 - a malformed line, not a wrong argument
+            f"expected a JSON object with string {keys[0]!r} and {keys[1]!r}, got {type(record).__name__}")
     for key in keys:
         if key not in record:
             raise ValueError(f"key {key!r} is missing")
         if not isinstance(record[key], str):
-            raise ValueError(f"key {key!r} is not a string (got {type(record[key]).__name__})")
+            raise ValueError(f"key {key!r} is not a string (got {type(record[key]).__name__})")  # noqa: TRY004
     return record[keys[0]], record[keys[1]]
 
 

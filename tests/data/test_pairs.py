@@ -131,6 +131,5 @@ def test_reading_pairs_switches_the_data_module(tmp_path: Path) -> None:
     with reading_pairs(dm):
         assert dm.scoring is True
     assert dm.scoring is False
-    with pytest.raises(ValueError, match="cannot read pairs"):
-        with reading_pairs(object()):
-            pass
+    with pytest.raises(ValueError, match="cannot read pairs"), reading_pairs(object()):
+        pass
