@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from seq2seq_lightning.data.base import Seq2SeqDataModule
 from seq2seq_lightning.data.batching import collate_translation
-from seq2seq_lightning.data.predict_stream import PredictLoader, StreamingPredictDataset
+from seq2seq_lightning.data.pairs import PairLoader, TextPairStream, warn_errors
+from seq2seq_lightning.data.predict_stream import LineStream, PredictLoader, StreamingPredictDataset
 from seq2seq_lightning.data.text import filter_pairs, read_parallel, read_tsv
 from seq2seq_lightning.data.tokenizer import Tokenizer
 
@@ -125,7 +126,11 @@ class TranslationDataModule(Seq2SeqDataModule):
         val_path: validation pairs, same forms as train_path. Without it, fitting skips validation.
         test_path: test pairs, same forms as train_path.
         predict_path: input to translate: one source per line (BOM, CRLF, invalid UTF-8 tolerated; empty
-            lines kept), or a ``{lang}`` pattern whose source-language file is read.
+            lines kept), or a ``{lang}`` pattern whose source-language file is read. A ``.jsonl`` file
+            holds one JSON object per line: "source" (string), optionally "prefix" (target text every
+            output starts with) and "constraints" (phrases every output contains; constrained_beam);
+            a malformed line gets an empty output with an "error". For ``seq2seq score``:
+            the pairs to score, ``source<TAB>target`` lines or JSON lines with "source" and "target".
         source_lang: what ``{lang}`` becomes for the source side.
         target_lang: what ``{lang}`` becomes for the target side.
         tokenizer: kind of tokenizer to train: "char", "word" or "bpe".
@@ -188,6 +193,8 @@ class TranslationDataModule(Seq2SeqDataModule):
         self._pairs: dict[str, list[tuple[str, str]]] = {}
         self.skipped: dict[str, dict[str, int]] = {}  # split -> reason -> count (training pairs)
         self.truncated: dict[str, int] = {}  # split -> rows whose ids were truncated
+        self.malformed = 0  # malformed lines of the last predict input read
+        self.scoring = False  # predict_path holds pairs to score (set by `seq2seq score`, data.pairs.reading_pairs)
 
     # ------------------------------------------------------------------ reading
     def load_pairs(self, split: str) -> list[tuple[str, str]]:
@@ -240,9 +247,23 @@ class TranslationDataModule(Seq2SeqDataModule):
         return self.get_tokenizer("source")
 
     # ------------------------------------------------------------------ datasets
-    def build_dataset(self, split: str) -> TranslationDataset | StreamingPredictDataset:
-        """Tokenized pairs of ``split``; for "predict", a stream of ready batches of the input lines."""
-        return self._build_predict() if split == "predict" else self._build_pairs(split)
+    def build_dataset(self, split: str) -> TranslationDataset | LineStream:
+        """Tokenized pairs of ``split``; for "predict", a stream of ready batches of the input lines
+        (while ``scoring``, of the pairs to score: :mod:`seq2seq_lightning.data.pairs`)."""
+        if split != "predict":
+            return self._build_pairs(split)
+        return self._build_scored_pairs() if self.scoring else self._build_predict()
+
+    def _build_scored_pairs(self) -> TextPairStream:
+        """The pair file to score (TSV or JSON lines) as a stream; sources are cut as predict cuts them."""
+        path = self.paths["predict"]
+        if path is None:
+            raise ValueError("no predict_path was given (the pairs to score)")
+        if "{lang}" in path:
+            raise ValueError(f"predict_path {path!r}: pairs to score are one TSV or JSON-lines file, not a "
+                             "{lang} pattern")
+        return TextPairStream(path, self.source_tokenizer, self.target_tokenizer, batch_size=self.eval_batch_size,
+                              max_source_len=self.max_source_len, pad_id=self.pad_id)
 
     def _build_pairs(self, split: str) -> TranslationDataset:
         pairs = self.load_pairs(split)
@@ -294,7 +315,15 @@ class TranslationDataModule(Seq2SeqDataModule):
             batch_size=self.eval_batch_size,
             max_source_len=self.max_source_len,
             pad_id=self.pad_id,
+            target_tokenizer=self.target_tokenizer,  # prefixes and constraints of JSON-lines input
         )
+
+    def _note_malformed(self, path: str, count: int, total: int) -> None:
+        """The one warning for the malformed lines of a predict input (each has an error row)."""
+        self.malformed = count
+        if count:
+            log.warning("%d of %d predict input lines of %s are malformed; each has an empty output with an "
+                        "\"error\" in place", count, total, path)
 
     def _note_truncation(self, split: str, count: int, total: int) -> None:
         self.truncated[split] = count
@@ -316,11 +345,19 @@ class TranslationDataModule(Seq2SeqDataModule):
         # Streamed, length-sorted within chunks; every batch carries "index" and the writer restores
         # input order. Under DDP each process predicts its own share of the lines.
         dataset = self.dataset("predict")
-        assert isinstance(dataset, StreamingPredictDataset)
+        assert isinstance(dataset, LineStream)
         if self.trainer is not None:
             dataset.rank, dataset.world_size = self.trainer.global_rank, self.trainer.world_size
+        if isinstance(dataset, TextPairStream):
+            return PairLoader(
+                dataset,
+                on_end=lambda truncated, rows: self._note_truncation("predict", truncated, rows),
+                on_errors=lambda malformed, errors, rows: warn_errors(dataset.path, malformed, errors, rows),
+                num_workers=self.num_workers,
+            )
         return PredictLoader(
             dataset,
             on_end=lambda truncated, rows: self._note_truncation("predict", truncated, rows),
+            on_malformed=lambda bad, rows: self._note_malformed(dataset.path, bad, rows),
             num_workers=self.num_workers,
         )

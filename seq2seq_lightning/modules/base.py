@@ -24,16 +24,19 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric
 
+from seq2seq_lightning.analysis.scoring import score_rows
 from seq2seq_lightning.building import build, parse, partial_class, target_class
 from seq2seq_lightning.checkpoints import refuse
 from seq2seq_lightning.data.batch import Batch
+from seq2seq_lightning.data.pairs import PairBatch
 from seq2seq_lightning.data.tokenizer import Tokenizer
 from seq2seq_lightning.decoders.base import Decoder
 from seq2seq_lightning.decoders.rnn import RNNDecoder
 from seq2seq_lightning.encoders.base import Encoder, EncoderOutput
-from seq2seq_lightning.registry import ENCODERS
+from seq2seq_lightning.registry import ENCODERS, STRATEGIES
 from seq2seq_lightning.search.base import Hypothesis, SearchStrategy
 from seq2seq_lightning.search.greedy import GreedySearch
+from seq2seq_lightning.search.prefix import PrefixDecoder, prefix_limits
 from seq2seq_lightning.spec import class_path, plain, to_spec
 
 # Epoch values are logged after torchmetrics has already synchronised them across processes.
@@ -202,23 +205,49 @@ class Seq2SeqModule(L.LightningModule):
     def search(self, batch: Batch, strategy: SearchStrategy | None = None) -> list[list[Hypothesis]]:
         """Decode a batch. A strategy with ``row_limits`` searches all rows at once, each stopping at
         its own length limit; for others, rows sharing a limit are searched together. Either way a
-        row's result never depends on the rest of its batch."""
+        row's result never depends on the rest of its batch.
+
+        A batch with ``prefix`` (per row, target ids every output must start with) is searched through
+        :class:`~seq2seq_lightning.search.prefix.PrefixDecoder`, each row's limit raised to fit its
+        prefix and an EOS; one with ``constraints`` (per row, phrases of target ids every output must
+        contain) passes them to a strategy whose ``search`` takes ``constraints``
+        (``constrained_beam``), and is refused with a ValueError by any other strategy.
+        """
         strategy = strategy or self.strategy
+        prefixes: list[list[int]] | None = getattr(batch, "prefix", None)
+        constraints: list[list[list[int]]] | None = getattr(batch, "constraints", None)
+        if constraints is not None and not any(constraints):
+            constraints = None
+        if constraints is not None and not _takes_constraints(type(strategy)):
+            raise ValueError(f"strategy {_strategy_name(type(strategy))!r} does not take constraints; search inputs "
+                             "with constraints with strategy='constrained_beam' (--model.strategy=constrained_beam)")
         enc = self.encode(batch)
         tok = self.target_tokenizer
+        limits_t = self.max_lengths(batch)
+        decoder: Any = self.decoder
+        if prefixes is not None and any(prefixes):
+            limits_t = prefix_limits(limits_t, prefixes)
+            decoder = PrefixDecoder(self.decoder)
+
+        def start(rows: list[int], enc_rows: EncoderOutput) -> tuple[Any, dict[str, Any]]:
+            """The search state of ``rows`` (their encoder output ``enc_rows``) and their constraints."""
+            state = self.decoder.init_state(enc_rows)
+            if decoder is not self.decoder:
+                state = decoder.wrap(state, [prefixes[i] for i in rows])
+            return state, {} if constraints is None else {"constraints": [constraints[i] for i in rows]}
+
         if _takes_row_limits(type(strategy)):  # one search, each row stopping at its own limit
-            limits_t = self.max_lengths(batch)
-            state = self.decoder.init_state(enc)
-            return strategy.search(self.decoder, state, batch_size=int(limits_t.numel()), bos=tok.bos_id,
-                                   eos=tok.eos_id, max_len=int(limits_t.max()), max_lens=limits_t)
-        limits = self.max_lengths(batch).tolist()
+            state, extra = start(list(range(int(limits_t.numel()))), enc)
+            return strategy.search(decoder, state, batch_size=int(limits_t.numel()), bos=tok.bos_id,
+                                   eos=tok.eos_id, max_len=int(limits_t.max()), max_lens=limits_t, **extra)
+        limits = limits_t.tolist()
         results: list[list[Hypothesis]] = [[] for _ in limits]
         for limit in sorted(set(limits)):
             rows = [i for i, x in enumerate(limits) if x == limit]
             index = torch.tensor(rows, device=enc.memory.device)
-            state = self.decoder.init_state(enc.index_select(index) if len(rows) < len(limits) else enc)
-            found = strategy.search(self.decoder, state, batch_size=len(rows), bos=tok.bos_id, eos=tok.eos_id,
-                                    max_len=int(limit))
+            state, extra = start(rows, enc.index_select(index) if len(rows) < len(limits) else enc)
+            found = strategy.search(decoder, state, batch_size=len(rows), bos=tok.bos_id, eos=tok.eos_id,
+                                    max_len=int(limit), **extra)
             for row, hyps in zip(rows, found):
                 results[row] = hyps
         return results
@@ -318,18 +347,24 @@ class Seq2SeqModule(L.LightningModule):
 
     # -- prediction ---------------------------------------------------------------------------
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
-        """One row per input: index, input, output, score and the n-best list."""
+        """One row per input: index, input, output, score and the n-best list. A batch of pairs
+        (``seq2seq score``) is scored instead of searched: :func:`~seq2seq_lightning.analysis.scoring.score_rows`."""
+        if isinstance(batch, PairBatch):
+            return score_rows(self, batch)
         hyps = self.search(batch)
         tok = self.target_tokenizer
+        errors = getattr(batch, "errors", None) or [None] * len(hyps)  # inputs that could not be read
         rows = []
         for i, h in enumerate(hyps):
             source = self.source_repr(batch, i)
             empty = not str(batch.source_text[i]).strip()  # an empty input line gets an empty result
-            nbest = [] if empty else [{"output": tok.decode(x.tokens), "score": float(x.score),
-                                       "log_prob": float(x.log_prob)} for x in h]
+            nbest = [] if empty or errors[i] else [{"output": tok.decode(x.tokens), "score": float(x.score),
+                                                    "log_prob": float(x.log_prob)} for x in h]
             rows.append({"index": int(batch.index[i]), "input": source,
                          "output": nbest[0]["output"] if nbest else "",
                          "score": nbest[0]["score"] if nbest else None, "nbest": nbest})
+            if errors[i]:
+                rows[-1]["error"] = errors[i]
         return rows
 
     # -- loading -----------------------------------------------------------------------------
@@ -364,6 +399,17 @@ class Seq2SeqModule(L.LightningModule):
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             config["monitor"] = "val/loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+@functools.cache
+def _takes_constraints(cls: type) -> bool:
+    """Whether a strategy class's ``search`` accepts a ``constraints`` keyword."""
+    return "constraints" in inspect.signature(cls.search).parameters
+
+
+def _strategy_name(cls: type) -> str:
+    """The registry name of a strategy class, else its class path."""
+    return next((e.name for e in STRATEGIES.entries() if e.cls is cls), class_path(cls))
 
 
 @functools.cache

@@ -12,6 +12,7 @@ from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric
 from torchmetrics.text import SacreBLEUScore
 
+from seq2seq_lightning.analysis.scoring import score_texts
 from seq2seq_lightning.data.batch import TextBatch
 from seq2seq_lightning.data.tokenizer import Tokenizer
 from seq2seq_lightning.decoders.base import Decoder
@@ -104,13 +105,27 @@ class TranslationModule(Seq2SeqModule):
         return {"source_labels": [self.source_tokenizer.id_to_token(t) or "?" for t in ids]}
 
     # -- Python API ----------------------------------------------------------------------------
-    def translate(self, sentences: list[str], strategy: SearchStrategy | str | None = None,
+    def translate(self, sentences: list[str], strategy: SearchStrategy | str | None = None, *,
+                  prefixes: list[str | None] | None = None, constraints: list[list[str] | None] | None = None,
                   **strategy_kwargs: Any) -> list[str]:
         """Translate sentences (batched internally) with the configured or the given strategy.
 
         An empty (or whitespace-only) sentence gives an empty translation.
+
+        Args:
+            prefixes: per sentence, target text its translation must start with (None or "": none);
+                the translation includes it. Works with every strategy.
+            constraints: per sentence, phrases its translation must contain (None or []: none);
+                needs a strategy that takes constraints: ``strategy="constrained_beam"``.
         """
         search = self.build_strategy(strategy, **strategy_kwargs)
+        for name, given in (("prefixes", prefixes), ("constraints", constraints)):
+            if given is not None and len(given) != len(sentences):
+                raise ValueError(f"{name} must have one entry per sentence ({len(sentences)}), got {len(given)}")
+        tok = self.target_tokenizer
+        prefix_ids = [tok.encode(p) if p else [] for p in prefixes or [None] * len(sentences)]
+        phrase_ids = [[ids for ids in tok.encode_batch(c) if ids] if c else []
+                      for c in constraints or [None] * len(sentences)]
         was_training = self.training
         self.eval()
         out = [""] * len(sentences)
@@ -121,11 +136,29 @@ class TranslationModule(Seq2SeqModule):
             for start in range(0, len(todo), self.batch_size):
                 rows = todo[start : start + self.batch_size]
                 batch = self.make_batch([encoded[i] for i in rows])
+                if any(prefix_ids[i] for i in rows):
+                    batch.prefix = [prefix_ids[i] for i in rows]
+                if any(phrase_ids[i] for i in rows):
+                    batch.constraints = [phrase_ids[i] for i in rows]
                 for i, hyps in zip(rows, self.search(batch, search)):
                     out[i] = self.target_tokenizer.decode(hyps[0].tokens) if hyps else ""
         finally:
             self.train(was_training)
         return out
+
+    def score(self, sources: list[str], targets: list[str]) -> list[float]:
+        """The model's log-probability of each target given its source (forced decoding), batched
+        internally like :meth:`translate` and returned in input order.
+
+        A score is the sum of log P of the target's tokens and of the EOS ending it (an empty target:
+        the EOS alone). It is the score of the target *as the target tokenizer encodes it*: text the
+        tokenizer cannot represent exactly (unknown characters, case a lowercasing tokenizer drops) is
+        scored as its tokenization. The score of a translation equals its search's ``log_prob``.
+        Per-token scores: :func:`~seq2seq_lightning.analysis.scoring.score_texts`.
+        """
+        encoded = [self.source_tokenizer.encode(s) for s in sources]
+        scores = score_texts(self, encoded, targets, self.make_batch, self.batch_size, [len(ids) for ids in encoded])
+        return [s.log_prob for s in scores]
 
     def make_batch(self, token_lists: list[list[int]]) -> TextBatch:
         """Token id lists (no specials) -> a padded source batch on the module's device."""

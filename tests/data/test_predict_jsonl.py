@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from seq2seq_lightning.data.predict_stream import (
     predict_parser,
 )
 from seq2seq_lightning.data.tokenizer import Tokenizer
+from seq2seq_lightning.data.translation import TranslationDataModule
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +100,16 @@ def test_the_loader_counts_error_rows(tmp_path: Path, tok: Tokenizer) -> None:
     seen: list[tuple[int, int]] = []
     assert sum(len(b) for b in PredictLoader(ds, on_malformed=lambda bad, rows: seen.append((bad, rows)))) == 20
     assert seen == [(10, 20)]
+
+
+def test_the_data_module_warns_once_about_malformed_lines(tmp_path: Path, tok: Tokenizer,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    lines = ['{"source": "a dog", "prefix": "2009-"}', "nope", '{"source": "die Katze"}', "[]"] * 5
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    dm = TranslationDataModule(predict_path=str(path), tokenizers={"source": tok.to_json(), "target": tok.to_json()})
+    dm.setup("predict")
+    with caplog.at_level(logging.WARNING):
+        assert sum(len(b) for b in dm.predict_dataloader()) == 20
+    warnings = [r for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(warnings) == 1 and "10 of 20" in warnings[0].getMessage() and dm.malformed == 10
