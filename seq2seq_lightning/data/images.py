@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -51,11 +51,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(source: str | os.PathLike | Image.Image, draft_size: int | None = None) -> Image.Image:
-    """An RGB image from a file or a Pillow image, turned upright by its EXIF orientation.
+def load_image(source: str | os.PathLike | BinaryIO | Image.Image, draft_size: int | None = None) -> Image.Image:
+    """An RGB image from a file, a binary file object (the bytes of an image file) or a Pillow image,
+    turned upright by its EXIF orientation.
 
     Args:
-        source: a path or an already opened image.
+        source: a path, a binary file object or an already opened image.
         draft_size: the size the image will be resized to; lets JPEG decoding skip detail it would
             throw away (decoded at no less than twice this size).
     """
@@ -73,7 +74,7 @@ def load_image(source: str | os.PathLike | Image.Image, draft_size: int | None =
     except ImageLoadError:
         raise
     except Exception as exc:
-        name = "<image>" if isinstance(source, Image.Image) else os.fspath(source)
+        name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<image>"
         raise ImageLoadError(f"{name}: {type(exc).__name__}: {exc}") from exc
 
 

@@ -1,0 +1,189 @@
+"""The LitServe API of ``seq2seq serve``: a checkpoint's module decoding batches of requests.
+
+Each inference worker loads the checkpoint in :meth:`Seq2SeqAPI.setup`. A request's field (already
+checked by :class:`~seq2seq_lightning.serving.requests.RequestGuard`) becomes one input in
+:meth:`~Seq2SeqAPI.decode_request`; the inputs LitServe collects into a batch go through one
+``module.search`` in :meth:`~Seq2SeqAPI.predict`, built by the module's own ``make_batch``. An input
+that cannot be prepared (an image that does not decode) stays a :class:`Rejected` row: it is answered
+with its 4xx error and never reaches the search, so the rest of its batch is decoded as if it were
+not there (a row's result never depends on its batch).
+
+Text inputs follow ``seq2seq predict``: the source is cut to ``max_source_len`` tokens (EOS not
+counted) and an empty or whitespace-only source gets ``{"output": "", "score": null}`` without a search.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import litserve as ls
+import torch
+
+from seq2seq_lightning.checkpoints import load_checkpoint
+from seq2seq_lightning.serving.stats import BatchStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Rejected:
+    """An input answered with an error instead of a search: HTTP ``status`` and the ``error`` message."""
+
+    status: int
+    message: str
+
+
+@dataclass
+class Prepared:
+    """An input ready for the module's ``make_batch``: source token ids, or a decoded image."""
+
+    value: Any
+
+
+EMPTY = "empty"  # an empty source: answered like predict's empty line, without a search
+
+
+def module_class(ckpt_path: str) -> type:
+    """The module class a checkpoint was trained as (its ``_class_path``; a checkpoint written from
+    Python without the command line: translation when it carries a source tokenizer, else captioning)."""
+    from seq2seq_lightning.modules.base import Seq2SeqModule
+    from seq2seq_lightning.spec import import_class
+
+    hparams = load_checkpoint(ckpt_path).get("hyper_parameters", {})
+    path = hparams.get("_class_path")
+    if path is None:
+        tokenizers = hparams.get("tokenizers") or {}
+        task = "TranslationModule" if "source" in tokenizers else "CaptioningModule"
+        path = f"seq2seq_lightning.{task}"
+    cls = import_class(path)
+    if not (isinstance(cls, type) and issubclass(cls, Seq2SeqModule)):
+        raise ValueError(f"{ckpt_path}: {path} is not a seq2seq_lightning module")  # noqa: TRY004 - a bad file
+    return cls
+
+
+def field_of(cls: type) -> str:
+    """The request field of a module class: ``"image"`` for image modules, else ``"source"``."""
+    return "image" if getattr(cls, "modality", "text") == "image" else "source"
+
+
+def decode_base64(text: str) -> bytes:
+    """Bytes of base64 text, with or without a ``data:...;base64,`` prefix; ValueError if it is not base64."""
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"not base64 ({exc})") from None
+
+
+class Seq2SeqAPI(ls.LitAPI):
+    """Serves one checkpoint: ``{"source": text}`` or ``{"image": base64}`` -> ``{"output", "score"}``.
+
+    Args:
+        ckpt_path: the checkpoint to serve.
+        strategy: a strategy registry name or class path to decode with; None keeps the checkpoint's.
+        strategy_kwargs: arguments of the strategy; with ``strategy=None`` they override only the
+            arguments they name of the checkpoint's strategy (as ``translate(**kwargs)`` does).
+        max_source_len: most source tokens (EOS not counted); longer sources are cut (text modules only).
+        threads: torch threads of a CPU worker (None leaves torch's default).
+        quantize: ``"int8"`` calls ``module.quantize("int8")`` after loading (CPU); None serves as trained.
+        max_batch_size: most requests decoded together.
+        batch_timeout: seconds a batch waits for more requests before it is decoded.
+        stats: shared batch counters (``GET /stats``); None counts nothing.
+        loop: the LitServe loop that collects batches (None: LitServe's own).
+    """
+
+    def __init__(self, ckpt_path: str, *, strategy: str | None = None,
+                 strategy_kwargs: dict[str, Any] | None = None, max_source_len: int | None = None, threads: int | None = None, quantize: str | None = None,
+                 max_batch_size: int, batch_timeout: float, stats: BatchStats | None = None,
+                 loop: Any = None) -> None:
+        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, loop=loop)
+        self.ckpt_path, self.strategy_name = ckpt_path, strategy
+        self.strategy_kwargs = dict(strategy_kwargs or {})
+        self.max_source_len, self.threads, self.quantize = max_source_len, threads, quantize
+        self.stats = stats
+        self.module: Any = None
+
+    # -- worker start ----------------------------------------------------------------------------
+    def setup(self, device: str) -> None:
+        """Load the checkpoint on ``device``, quantize it if asked, build the strategy, cap CPU threads."""
+        if str(device).startswith("cpu") and self.threads:
+            torch.set_num_threads(self.threads)
+        cls = module_class(self.ckpt_path)
+        module = cls.load_from_checkpoint(self.ckpt_path, map_location=device).eval()
+        if self.quantize:
+            module = module.quantize(self.quantize).eval()  # in place, on the CPU (checked by the command line)
+        self.module = module
+        self.strategy = self.module.build_strategy(self.strategy_name, **self.strategy_kwargs)
+        self.field = field_of(cls)
+        if self.field == "image":
+            from seq2seq_lightning.data.images import ImageTransform
+
+            self.image_size = ImageTransform.from_spec(self.module.image_transform).size
+        log.info("serving %s (%s) on %s with %r, %d torch threads", self.ckpt_path, cls.__name__, device,
+                 self.strategy, torch.get_num_threads())
+
+    # -- one request -----------------------------------------------------------------------------
+    def decode_request(self, request):  # unannotated: LitServe would read an annotation as the body's type
+        """A checked request body (a dict) -> the input of one row: :class:`Prepared`, :data:`EMPTY` or
+        :class:`Rejected` (never raises, so a bad input cannot fail the batch it is in)."""
+        value = request[self.field]
+        if self.field == "source":
+            if not value.strip():
+                return EMPTY
+            ids = self.module.source_tokenizer.encode(value)
+            return Prepared(ids if self.max_source_len is None else ids[: self.max_source_len])
+        from seq2seq_lightning.data.images import load_image
+
+        try:
+            raw = decode_base64(value)
+        except ValueError as exc:
+            return Rejected(422, f'"image" is {exc}')
+        try:
+            return Prepared(load_image(io.BytesIO(raw), draft_size=self.image_size))
+        except Exception as exc:  # noqa: BLE001 - ImageLoadError, or anything else a decoder raises: this row only
+            return Rejected(422, f'"image" does not decode as an image: {exc}')
+
+    # -- one batch -------------------------------------------------------------------------------
+    def batch(self, inputs: list[Any]) -> list[Any]:
+        return list(inputs)
+
+    def predict(self, inputs: Any) -> Any:
+        """One search over the prepared rows of a batch; results in input order (a single input without
+        batching gives a single result)."""
+        if not isinstance(inputs, list):
+            return self.predict([inputs])[0]
+        rows = [i for i, x in enumerate(inputs) if isinstance(x, Prepared)]
+        results: list[Any] = list(inputs)
+        if rows:
+            module = self.module
+            with torch.inference_mode():
+                found = module.search(module.make_batch([inputs[i].value for i in rows]), self.strategy)
+            tok = module.target_tokenizer
+            for i, hyps in zip(rows, found):
+                results[i] = (tok.decode(hyps[0].tokens), float(hyps[0].score)) if hyps else ("", None)
+        if self.stats is not None:
+            self.stats.record(len(rows), empty=sum(x is EMPTY for x in inputs),
+                              rejected=sum(isinstance(x, Rejected) for x in inputs))
+        log.debug("batch of %d requests, %d searched", len(inputs), len(rows))
+        return results
+
+    def unbatch(self, output: list[Any]) -> list[Any]:
+        return list(output)
+
+    def encode_response(self, output: Any) -> Any:
+        """``{"output", "score"}``; a rejected input: its status with ``{"error": message}``."""
+        if isinstance(output, Rejected):
+            from fastapi.responses import JSONResponse
+
+            return JSONResponse({"error": output.message}, status_code=output.status)
+        if output is EMPTY:
+            return {"output": "", "score": None}
+        text, score = output
+        return {"output": text, "score": score if score is not None and math.isfinite(score) else None}

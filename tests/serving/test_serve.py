@@ -1,0 +1,295 @@
+"""`seq2seq serve` as a user runs it: a real server in a subprocess on 127.0.0.1, real HTTP clients.
+
+Tiny dates and shapes models are trained here; every answer is checked against `seq2seq predict`
+(translation) or `caption()` (captioning) on the same inputs.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import CONFIG, ROOT, TINY, last_ckpt, seq2seq
+from tests.test_cli_captioning import CONFIG as CAPTION_CONFIG
+from tests.test_cli_captioning import TINY as CAPTION_TINY
+
+MAX_BYTES = 2048
+STARTUP_S = 600  # generous: the machine may be shared
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    port: int
+    proc: subprocess.Popen
+    log: Path
+
+    def post(self, body: bytes | str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        try:
+            conn.request("POST", "/predict", body, {"Content-Type": "application/json", **(headers or {})})
+            reply = conn.getresponse()
+            return reply.status, json.loads(reply.read())
+        finally:
+            conn.close()
+
+    def predict(self, payload: dict) -> tuple[int, dict]:
+        return self.post(json.dumps(payload))
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request("GET", path)
+            reply = conn.getresponse()
+            return reply.status, reply.read()
+        finally:
+            conn.close()
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit status."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=180)
+
+
+def start_server(ckpt: Path, log: Path, *options: str) -> Server:
+    port = free_port()
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, "-m", "seq2seq_lightning.cli", "serve", "--ckpt_path", str(ckpt), "--port", str(port),
+           "--max_request_bytes", str(MAX_BYTES), "--threads", "1", *options]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    server = Server(port, proc, log)
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the server exited ({proc.returncode}):\n{log.read_text()[-3000:]}"
+        try:
+            if server.get("/health")[0] == 200:
+                return server
+        except OSError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise AssertionError(f"the server did not become ready:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def dates_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("serve-dates")
+    seq2seq("fit", "-c", str(CONFIG), *TINY, "--trainer.logger=false", f"--trainer.default_root_dir={run}")
+    return last_ckpt(run)
+
+
+@pytest.fixture(scope="module")
+def dates_server(dates_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_server(dates_ckpt, tmp_path_factory.mktemp("serve-log") / "server.log",
+                          "--max_batch_size", "8", "--batch_timeout", "0.05")
+    yield server
+    if server.proc.poll() is None:  # a test failed before stopping it
+        server.proc.kill()
+        server.proc.wait()
+
+
+LINES = ["25th of June, 2009", "3 mars 1998", "Jun 1, 1950", "Dienstag, 3. März 1998", "", "   ",
+         "x" * 500, "12 August 2001", "May 5th, 1977", "1er janvier 2000", "domingo, 7 de mayo de 1995",
+         "October 31, 1999", "the 2nd of February 1987", "15.03.2012", "Sep 9, 2009", "2 Juni 1966"]
+
+
+@pytest.fixture(scope="module")
+def predicted(dates_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """source -> `seq2seq predict`'s JSON line for it."""
+    folder = tmp_path_factory.mktemp("serve-predict")
+    (folder / "in.txt").write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    seq2seq("predict", "-c", str(CONFIG), "--ckpt_path", str(dates_ckpt),
+            f"--data.init_args.predict_path={folder}/in.txt", "--output", str(folder / "out.jsonl"), "--trainer.logger=false", f"--trainer.default_root_dir={folder}")
+    rows = [json.loads(line) for line in (folder / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    return dict(zip(LINES, rows))
+
+
+def same_answer(answer: dict, row: dict) -> bool:
+    if answer["output"] != row["output"]:
+        return False
+    if row["score"] is None:
+        return answer["score"] is None
+    return math.isclose(answer["score"], row["score"], rel_tol=1e-5, abs_tol=1e-6)
+
+
+def test_16_concurrent_clients_get_what_predict_gives(dates_server: Server, predicted: dict[str, dict]) -> None:
+    def client(k: int) -> list[tuple[str, int, dict]]:
+        sources = [LINES[(k + 5 * j) % len(LINES)] for j in range(4)]
+        return [(s, *dates_server.predict({"source": s})) for s in sources]
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = [a for batch in pool.map(client, range(16)) for a in batch]
+    assert len(answers) == 64
+    for source, status, answer in answers:
+        assert status == 200, (source, answer)
+        assert same_answer(answer, predicted[source]), (source, answer, predicted[source])
+
+
+def test_batches_were_formed(dates_server: Server) -> None:
+    status, body = dates_server.get("/stats")
+    stats = json.loads(body)
+    assert status == 200 and stats["max_batch_size"] == 8 and stats["max_source_len"] == 100
+    assert stats["searched"] >= 56  # the 64 requests of the concurrent test, less the empty ones
+    assert stats["empty"] >= 8
+    assert any(int(size) > 1 for size in stats["batch_sizes"]), stats  # dynamic batching happened
+    assert stats["mean_batch_size"] > 1.5, stats
+
+
+BAD = [
+    (b"this is not json", 400, "not JSON"),
+    (b"{}", 422, 'missing "source"'),
+    (b'{"source": 5}', 422, '"source" must be a string'),
+    (b'["25th of June, 2009"]', 422, "JSON object"),
+    (b'{"source": "Jun 1, 1950", "strategy": "beam"}', 422, "unknown field"),
+    (json.dumps({"source": "y" * (MAX_BYTES + 10)}).encode(), 413, "larger than"),
+]
+
+
+def test_malformed_requests_get_4xx_json_errors_and_harm_no_batch(dates_server: Server,
+                                                                  predicted: dict[str, dict]) -> None:
+    good = [s for s in LINES if s.strip()][:8]
+    with ThreadPoolExecutor(16) as pool:  # bad and good requests at once: the good ones share batches
+        bad = [pool.submit(dates_server.post, body) for body, _, _ in BAD]
+        fine = [pool.submit(dates_server.predict, {"source": s}) for s in good]
+        for future, (body, status, words) in zip(bad, BAD):
+            got, answer = future.result()
+            assert got == status and set(answer) == {"error"} and words in answer["error"], (body[:40], got, answer)
+        for future, source in zip(fine, good):
+            got, answer = future.result()
+            assert got == 200 and same_answer(answer, predicted[source]), (source, answer)
+    status, answer = dates_server.predict({"source": LINES[0]})  # later requests still succeed
+    assert status == 200 and same_answer(answer, predicted[LINES[0]])
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, answer = dates_server.post(b'{"source": "3 mars 1998"}', form)
+    assert status == 200 and same_answer(answer, predicted["3 mars 1998"])  # what curl -d sends
+
+
+def test_sigterm_answers_requests_in_flight_then_exits_0(dates_server: Server, predicted: dict[str, dict]) -> None:
+    """Two requests are half sent when SIGTERM arrives; both are answered, then the server exits 0."""
+    bodies = [json.dumps({"source": s}).encode() for s in ("Jun 1, 1950", "12 August 2001")]
+    socks = []
+    for body in bodies:
+        sock = socket.create_connection(("127.0.0.1", dates_server.port), timeout=120)
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
+        socks.append(sock)
+    time.sleep(1.0)
+    dates_server.proc.send_signal(signal.SIGTERM)
+    time.sleep(1.0)
+    for sock, body, source in zip(socks, bodies, ("Jun 1, 1950", "12 August 2001")):
+        sock.sendall(body[10:])
+        reply = http.client.HTTPResponse(sock)
+        reply.begin()
+        assert reply.status == 200
+        assert same_answer(json.loads(reply.read()), predicted[source])
+        sock.close()
+    assert dates_server.proc.wait(timeout=180) == 0, dates_server.log.read_text()[-3000:]
+
+
+def test_strategy_options_override_like_translate(dates_ckpt: Path) -> None:
+    """In process: --strategy beam --strategy_kwargs '{beam_size: 3}' decodes as translate(strategy='beam',
+    beam_size=3); a keyword the checkpoint's strategy does not take fails at startup."""
+    from seq2seq_lightning import TranslationModule
+    from seq2seq_lightning.serving.api import Seq2SeqAPI
+
+    api = Seq2SeqAPI(str(dates_ckpt), strategy="beam", strategy_kwargs={"beam_size": 3, "n_best": 2},
+                     max_source_len=100, threads=1, max_batch_size=16, batch_timeout=0.0)
+    api.setup("cpu")
+    sources = [s for s in LINES if s.strip() and len(s) < 100]
+    outputs = api.predict([api.decode_request({"source": s}) for s in sources])
+    model = TranslationModule.load_from_checkpoint(dates_ckpt)
+    assert [o[0] for o in outputs] == model.translate(sources, "beam", beam_size=3, n_best=2)
+    assert api.strategy.beam_size == 3 and api.strategy.n_best == 2
+    greedy = Seq2SeqAPI(str(dates_ckpt), strategy_kwargs={"beam_size": 3}, max_batch_size=16, batch_timeout=0.0)
+    with pytest.raises(ValueError, match="takes no beam_size"):
+        greedy.setup("cpu")
+
+
+def test_help_and_a_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from seq2seq_lightning.cli import main
+    from seq2seq_lightning.serving.cli import serve
+
+    with pytest.raises(SystemExit) as exit_help:
+        main(["serve", "--help"])
+    assert exit_help.value.code == 0
+    out = capsys.readouterr().out
+    for name in serve.__code__.co_varnames[: serve.__code__.co_argcount]:
+        assert f"--{name}" in out, name
+    assert "seconds a batch waits" in out and "POST /predict" in out
+    with pytest.raises(SystemExit) as exit_missing:
+        main(["serve", "--ckpt_path", str(tmp_path / "missing.ckpt")])
+    assert exit_missing.value.code == 2 and "checkpoint not found" in capsys.readouterr().err
+
+
+# -- captioning -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shapes_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("serve-shapes")
+    seq2seq("fit", "-c", str(CAPTION_CONFIG), *CAPTION_TINY, "--trainer.logger=false",
+            f"--trainer.default_root_dir={run}")
+    return last_ckpt(run)
+
+
+def test_captioning_base64_images(shapes_ckpt: Path, tmp_path: Path) -> None:
+    import random
+
+    from seq2seq_lightning import CaptioningModule
+    from seq2seq_lightning.data.shapes import random_scene, render
+    from seq2seq_lightning.serving.api import Seq2SeqAPI
+
+    rng = random.Random(3)
+    files = []
+    for i, suffix in enumerate(("png", "png", "jpg")):
+        path = tmp_path / f"scene{i}.{suffix}"
+        render(random_scene(rng), size=96).save(path)
+        files.append(path)
+    expected = CaptioningModule.load_from_checkpoint(shapes_ckpt).caption([str(p) for p in files])
+    api = Seq2SeqAPI(str(shapes_ckpt), max_batch_size=8, batch_timeout=0.0)  # in process: one batch, one bad row
+    api.setup("cpu")
+    rows = [api.decode_request({"image": base64.b64encode(p.read_bytes()).decode()}) for p in files]
+    rows.insert(1, api.decode_request({"image": base64.b64encode(b"no picture").decode()}))
+    answers = [api.encode_response(out) for out in api.unbatch(api.predict(api.batch(rows)))]
+    assert [a["output"] for a in answers[:1] + answers[2:]] == expected
+    assert answers[1].status_code == 422 and b"does not decode" in answers[1].body
+    server = start_server(shapes_ckpt, tmp_path / "server.log", "--max_batch_size", "4", "--batch_timeout", "0.05",
+                          "--max_request_bytes", str(1 << 20))
+    try:
+        images = [base64.b64encode(p.read_bytes()).decode() for p in files]
+        garbage = [base64.b64encode(b"these bytes are no picture" * 20).decode(), "@@not base64@@",
+                   base64.b64encode(files[0].read_bytes()[:200]).decode()]
+        with ThreadPoolExecutor(8) as pool:  # good and bad images in the same batches
+            good = [pool.submit(server.predict, {"image": im}) for im in images]
+            bad = [pool.submit(server.predict, {"image": g}) for g in garbage]
+            for future, caption in zip(good, expected):
+                status, answer = future.result()
+                assert status == 200 and answer["output"] == caption and isinstance(answer["score"], float)
+            for future in bad:
+                status, answer = future.result()
+                assert status == 422 and set(answer) == {"error"} and "image" in answer["error"], answer
+        assert server.predict({"source": "a red circle"})[0] == 422
+        status, answer = server.predict({"image": "data:image/png;base64," + images[1]})
+        assert status == 200 and answer["output"] == expected[1]
+        stats = json.loads(server.get("/stats")[1])
+        assert stats["rejected"] == 3 and stats["searched"] == 4
+    finally:
+        code = server.stop()
+    assert code == 0, server.log.read_text()[-3000:]
