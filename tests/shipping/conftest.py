@@ -1,0 +1,67 @@
+"""Tiny dates models shared by the shipping tests (quantize, average, ensemble)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs" / "translation" / "dates.yaml"
+NUM = ["--data.init_args.num_train=3000", "--data.init_args.num_val=50", "--data.init_args.num_test=300"]
+SMALL = [
+    *NUM, "--model.init_args.encoder.init_args.embedding_size=16",
+    "--model.init_args.encoder.init_args.hidden_size=32", "--model.init_args.decoder.init_args.embedding_size=16",
+    "--model.init_args.decoder.init_args.hidden_size=32",
+    "--trainer.max_epochs=2", "--trainer.enable_model_summary=false", "--trainer.enable_progress_bar=false",
+    "--trainer.logger=false",
+]
+
+
+def seq2seq(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-m", "seq2seq_lightning.cli", *args], cwd=ROOT, env=env, check=False,
+                          capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"seq2seq {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def dates_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small dates model (2 epochs on 3,000 examples, hidden size 32) trained by `seq2seq fit`.
+
+    ``SEQ2SEQ_SHIPPING_CKPT`` names a checkpoint of that same command to use instead (quick reruns)."""
+    if os.environ.get("SEQ2SEQ_SHIPPING_CKPT"):
+        return Path(os.environ["SEQ2SEQ_SHIPPING_CKPT"])
+    run = tmp_path_factory.mktemp("dates_run")
+    seq2seq("fit", "-c", str(CONFIG), *SMALL, f"--trainer.default_root_dir={run}")
+    found = sorted(run.rglob("last.ckpt"))
+    assert found, f"no last.ckpt under {run}"
+    return found[-1]
+
+
+@pytest.fixture(scope="session")
+def test_sources() -> list[str]:
+    """The 300 test sentences of the fixture model's data split."""
+    from seq2seq_lightning.data.dates import DatesDataModule
+
+    dm = DatesDataModule(num_train=3000, num_val=50, num_test=300)
+    return [example.source for example in dm.examples("test")]
+
+
+@pytest.fixture(scope="session")
+def perturbed_ckpt(dates_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture model with every floating weight moved by seeded noise: a second model of the same
+    architecture and tokenizers (another "seed")."""
+    ckpt = torch.load(dates_ckpt, weights_only=True)
+    gen = torch.Generator().manual_seed(1)
+    ckpt["state_dict"] = {k: v + 0.05 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
+                          for k, v in ckpt["state_dict"].items()}
+    path = tmp_path_factory.mktemp("perturbed") / "b.ckpt"
+    torch.save(ckpt, path)
+    return path
