@@ -378,6 +378,15 @@ class Seq2SeqModule(L.LightningModule):
         except pickle.UnpicklingError as exc:
             raise refuse(checkpoint_path, exc) from None
 
+    def quantize(self, mode: str = "int8") -> Seq2SeqModule:
+        """Quantize in place for CPU inference and return the module: dynamic int8 Linear, GRU and LSTM
+        layers (:mod:`seq2seq_lightning.modules.quantize`). It still translates, captions, scores and
+        predicts with every strategy, but cannot be trained or saved. A module on a GPU or an unknown
+        ``mode`` is refused."""
+        from seq2seq_lightning.modules.quantize import quantize_module
+
+        return quantize_module(self, mode)
+
     # -- exact resume --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the random states, so a resumed run draws the same dropout masks."""
