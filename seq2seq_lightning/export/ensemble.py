@@ -84,10 +84,12 @@ class Ensemble:
         first = self.members[0]
         for name, member in zip(self.names[1:], self.members[1:]):
             if member.target_tokenizer != first.target_tokenizer:
+                sizes = (first.target_tokenizer.vocab_size, member.target_tokenizer.vocab_size)
+                what = f"vocabularies of {sizes[0]} and {sizes[1]} tokens" if sizes[0] != sizes[1] else \
+                    f"both of {sizes[0]} tokens, but not the same tokens and ids"
                 raise EnsembleError(
-                    f"{self.names[0]} and {name} have different target tokenizers (vocabularies of "
-                    f"{first.target_tokenizer.vocab_size} and {member.target_tokenizer.vocab_size} tokens); an "
-                    "ensemble averages next-token probabilities, so every member must share the target tokenizer")
+                    f"{self.names[0]} and {name} have different target tokenizers ({what}); an ensemble averages "
+                    "next-token probabilities, so every member must share the target tokenizer")
         devices = {str(m.device) for m in self.members}
         if len(devices) > 1:
             raise EnsembleError(f"ensemble members are on different devices ({', '.join(sorted(devices))}); "
