@@ -1,5 +1,5 @@
-"""The ``seq2seq`` console script: ``fit | validate | test | predict | score | analyze`` (LightningCLI) and
-``plugins``."""
+"""The ``seq2seq`` console script: ``fit | validate | test | predict | score | analyze`` (LightningCLI),
+``plugins`` and ``serve`` (:mod:`seq2seq_lightning.serving.cli`)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import os
 import re
 import sys
 import warnings
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from seq2seq_lightning import _jsonargparse_names
-from seq2seq_lightning.analysis.analyze import option_help
+from seq2seq_lightning.analysis.analyze import load_weights, option_help
 from seq2seq_lightning.analysis.scoring import score_record
 from seq2seq_lightning.callbacks.examples import ExampleCollector
 from seq2seq_lightning.callbacks.tracking import LoggedSaveConfig, prepare_wandb
@@ -94,6 +94,10 @@ class Seq2SeqCLI(LightningCLI):
                                 help="Where predictions go: .txt for one output per line, .jsonl for JSON lines "
                                      "with input, output, score and the n-best list. Written in input order.")
             parser.set_defaults(return_predictions=False)
+            parser.add_argument("--quantize", type=Literal["int8"] | None, default=None,
+                                help="int8: after loading --ckpt_path, quantize the model's Linear, GRU and LSTM layers "
+                                     "to dynamic int8 (module.quantize) for faster CPU inference; CPU and 32-bit "
+                                     "precision only.")
         if subcommand == "score":
             parser.add_argument("--output", type=str, required=True,
                                 help="Where the scores go: JSON lines, one per pair in input order, with source, "
@@ -158,9 +162,24 @@ class Seq2SeqCLI(LightningCLI):
         self._add_examples()
 
     def before_predict(self) -> None:
+        if self.config.predict.get("quantize"):
+            self._quantize(self.config.predict.quantize)
         output = self.config.predict.get("output")
         if output:
             self.trainer.callbacks.append(PredictionWriter(output))
+
+    def _quantize(self, mode: str) -> None:
+        """``--quantize``: the checkpoint's weights loaded here, then the model quantized; predict then runs
+        without a checkpoint to load (a quantized model has no float weights to load into)."""
+        device, precision = self.trainer.strategy.root_device.type, str(self.trainer.precision)
+        if device != "cpu" or precision not in ("32-true", "32"):
+            raise ValueError(f"--quantize {mode} runs on the CPU in 32-bit precision (not {device}, {precision}); "
+                             "add --trainer.accelerator=cpu and drop --trainer.precision")
+        ckpt_path = self.config_init.predict.get("ckpt_path")
+        if ckpt_path:
+            load_weights(self.model, self.datamodule, ckpt_path)
+            self.config_init.predict["ckpt_path"] = None
+        self.model.quantize(mode)
 
     def before_score(self) -> None:
         self.trainer.callbacks.append(PredictionWriter(self.config.score.output, formatter=score_record))
@@ -209,6 +228,24 @@ def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["plugins"]:
         raise SystemExit(print_plugins())
+    if argv[:1] == ["export"]:  # a checkpoint in, an ONNX folder out: its own parser
+        from seq2seq_lightning.export.onnx_export import main as export
+
+        raise SystemExit(export(argv[1:]))
+    if argv[:1] == ["average"]:  # checkpoints in, one checkpoint out, no config: its own parser
+        from seq2seq_lightning.export.average import main as average
+
+        raise SystemExit(average(argv[1:]))
+    if argv[:1] == ["serve"]:  # needs only a checkpoint, no config: its own parser (seq2seq_lightning.serving.cli)
+        from seq2seq_lightning.serving.cli import main as serve
+
+        try:
+            raise SystemExit(serve(argv[1:]))
+        except (FileNotFoundError, RegistryError, ValueError, UnsafeCheckpointError, RuntimeError) as exc:
+            if os.environ.get("SEQ2SEQ_DEBUG"):
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     _ARGS[:] = argv if args is not None else []
     try:
         Seq2SeqCLI(args=args)
