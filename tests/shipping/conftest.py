@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "configs" / "translation" / "dates.yaml"
+from tests.test_cli import CONFIG, ROOT, seq2seq
+
+__all__ = ["CONFIG", "NUM", "ROOT", "SMALL", "seq2seq"]
 NUM = ["--data.init_args.num_train=4000", "--data.init_args.num_val=50", "--data.init_args.num_test=300"]
 SMALL = [
     *NUM, "--model.init_args.encoder.init_args.embedding_size=16",
@@ -20,15 +19,6 @@ SMALL = [
     "--trainer.max_epochs=4", "--trainer.enable_model_summary=false", "--trainer.enable_progress_bar=false",
     "--trainer.logger=false",
 ]
-
-
-def seq2seq(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
-    proc = subprocess.run([sys.executable, "-m", "seq2seq_lightning.cli", *args], cwd=ROOT, env=env, check=False,
-                          capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"seq2seq {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.fixture(scope="session")
