@@ -19,6 +19,7 @@ import binascii
 import io
 import logging
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,13 +50,13 @@ class Prepared:
 EMPTY = "empty"  # an empty source: answered like predict's empty line, without a search
 
 
-def module_class(ckpt_path: str) -> type:
-    """The module class a checkpoint was trained as (its ``_class_path``; a checkpoint written from
-    Python without the command line: translation when it carries a source tokenizer, else captioning)."""
+def module_class(hparams: dict[str, Any], ckpt_path: str = "the checkpoint") -> type:
+    """The module class a checkpoint was trained as, from its hyperparameters: ``_class_path`` (a
+    checkpoint written from Python without the command line: translation when it carries a source
+    tokenizer, else captioning)."""
     from seq2seq_lightning.modules.base import Seq2SeqModule
     from seq2seq_lightning.spec import import_class
 
-    hparams = load_checkpoint(ckpt_path).get("hyper_parameters", {})
     path = hparams.get("_class_path")
     if path is None:
         tokenizers = hparams.get("tokenizers") or {}
@@ -65,6 +66,20 @@ def module_class(ckpt_path: str) -> type:
     if not (isinstance(cls, type) and issubclass(cls, Seq2SeqModule)):
         raise ValueError(f"{ckpt_path}: {path} is not a seq2seq_lightning module")  # noqa: TRY004 - a bad file
     return cls
+
+
+def check_strategy(hparams: dict[str, Any], strategy: str | None, strategy_kwargs: dict[str, Any]) -> Any:
+    """The strategy a worker will build, built here from the checkpoint's strategy spec by the same
+    rule (:meth:`Seq2SeqModule.build_strategy <seq2seq_lightning.modules.base.Seq2SeqModule.build_strategy>`,
+    which reads only the configured strategy), so a wrong name or keyword fails before any worker starts."""
+    from types import SimpleNamespace
+
+    from seq2seq_lightning.building import build
+    from seq2seq_lightning.modules.base import Seq2SeqModule
+    from seq2seq_lightning.search.base import SearchStrategy
+
+    configured = build(hparams.get("strategy") or "greedy", SearchStrategy, what="strategy")
+    return Seq2SeqModule.build_strategy(SimpleNamespace(strategy=configured), strategy, **strategy_kwargs)
 
 
 def field_of(cls: type) -> str:
@@ -82,11 +97,18 @@ def decode_base64(text: str) -> bytes:
         raise ValueError(f"not base64 ({exc})") from None
 
 
+def describe(strategy: Any) -> str:
+    """``BeamSearch(beam_size=8)``: a strategy's class and the arguments it was built with."""
+    args = getattr(strategy, "init_args", {})
+    return f"{type(strategy).__name__}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
+
+
 class Seq2SeqAPI(ls.LitAPI):
     """Serves one checkpoint: ``{"source": text}`` or ``{"image": base64}`` -> ``{"output", "score"}``.
 
     Args:
         ckpt_path: the checkpoint to serve.
+        module_cls: its module class (:func:`module_class`); None reads it from the checkpoint.
         strategy: a strategy registry name or class path to decode with; None keeps the checkpoint's.
         strategy_kwargs: arguments of the strategy; with ``strategy=None`` they override only the
             arguments they name of the checkpoint's strategy (as ``translate(**kwargs)`` does).
@@ -97,14 +119,17 @@ class Seq2SeqAPI(ls.LitAPI):
         batch_timeout: seconds a batch waits for more requests before it is decoded.
         stats: shared batch counters (``GET /stats``); None counts nothing.
         loop: the LitServe loop that collects batches (None: LitServe's own).
+        log_level: the worker's log level.
     """
 
-    def __init__(self, ckpt_path: str, *, strategy: str | None = None,
-                 strategy_kwargs: dict[str, Any] | None = None, max_source_len: int | None = None, threads: int | None = None, quantize: str | None = None,
-                 max_batch_size: int, batch_timeout: float, stats: BatchStats | None = None,
-                 loop: Any = None) -> None:
+    def __init__(self, ckpt_path: str, *, module_cls: type | None = None, strategy: str | None = None,
+                 strategy_kwargs: dict[str, Any] | None = None, max_source_len: int | None = None,
+                 threads: int | None = None, quantize: str | None = None, max_batch_size: int,
+                 batch_timeout: float, stats: BatchStats | None = None, loop: Any = None,
+                 log_level: str = "info") -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, loop=loop)
-        self.ckpt_path, self.strategy_name = ckpt_path, strategy
+        self.ckpt_path, self.module_cls, self.strategy_name = ckpt_path, module_cls, strategy
+        self.log_level = log_level
         self.strategy_kwargs = dict(strategy_kwargs or {})
         self.max_source_len, self.threads, self.quantize = max_source_len, threads, quantize
         self.stats = stats
@@ -113,9 +138,12 @@ class Seq2SeqAPI(ls.LitAPI):
     # -- worker start ----------------------------------------------------------------------------
     def setup(self, device: str) -> None:
         """Load the checkpoint on ``device``, quantize it if asked, build the strategy, cap CPU threads."""
+        if not logging.getLogger().handlers:  # a spawned worker: log like the main process
+            logging.basicConfig(level=self.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if str(device).startswith("cpu") and self.threads:
             torch.set_num_threads(self.threads)
-        cls = module_class(self.ckpt_path)
+        cls = self.module_cls or module_class(load_checkpoint(self.ckpt_path).get("hyper_parameters", {}),
+                                              self.ckpt_path)
         module = cls.load_from_checkpoint(self.ckpt_path, map_location=device).eval()
         if self.quantize:
             module = module.quantize(self.quantize).eval()  # in place, on the CPU (checked by the command line)
@@ -126,8 +154,8 @@ class Seq2SeqAPI(ls.LitAPI):
             from seq2seq_lightning.data.images import ImageTransform
 
             self.image_size = ImageTransform.from_spec(self.module.image_transform).size
-        log.info("serving %s (%s) on %s with %r, %d torch threads", self.ckpt_path, cls.__name__, device,
-                 self.strategy, torch.get_num_threads())
+        log.info("worker ready: %s (%s) on %s, %s, %d torch thread(s)", self.ckpt_path, cls.__name__, device,
+                 describe(self.strategy), torch.get_num_threads())
 
     # -- one request -----------------------------------------------------------------------------
     def decode_request(self, request):  # unannotated: LitServe would read an annotation as the body's type
@@ -148,7 +176,8 @@ class Seq2SeqAPI(ls.LitAPI):
         try:
             return Prepared(load_image(io.BytesIO(raw), draft_size=self.image_size))
         except Exception as exc:  # noqa: BLE001 - ImageLoadError, or anything else a decoder raises: this row only
-            return Rejected(422, f'"image" does not decode as an image: {exc}')
+            reason = re.sub(r"^<image>: | <[^<>]* object at 0x[0-9a-f]+>", "", str(exc))  # no in-memory names
+            return Rejected(422, f'"image" does not decode as an image ({reason})')
 
     # -- one batch -------------------------------------------------------------------------------
     def batch(self, inputs: list[Any]) -> list[Any]:

@@ -33,6 +33,7 @@ def serve(
     workers: int = 1,
     threads: int | None = None,
     timeout: float = 30.0,
+    fast_queue: bool = False,
     graceful_timeout: float = 30.0,
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info",
     access_log: bool = False,
@@ -62,14 +63,17 @@ def serve(
         quantize: int8 serves module.quantize("int8") (dynamic int8 weights, CPU only).
         accelerator: where the workers decode; auto picks a GPU when there is one (cpu with --quantize).
         workers: inference worker processes per device, each holding a copy of the model.
-        threads: torch threads of each CPU worker. Default: the usable cores divided by --workers.
+        threads: torch threads of each CPU worker. Default: the usable cores less one (the HTTP server's),
+            divided by --workers, at least 1.
         timeout: seconds a request may wait for its answer before it gets 504.
+        fast_queue: answers travel from the workers to the HTTP server over ZeroMQ (LitServe's
+            fast_queue) instead of a multiprocessing queue.
         graceful_timeout: on SIGTERM, seconds the requests in flight get to be answered.
         log_level: log level of the server (uvicorn, LitServe, this command).
         access_log: log one line per HTTP request.
     """
     from seq2seq_lightning.checkpoints import load_checkpoint
-    from seq2seq_lightning.serving.api import Seq2SeqAPI, field_of, module_class
+    from seq2seq_lightning.serving.api import Seq2SeqAPI, check_strategy, describe, field_of, module_class
     from seq2seq_lightning.serving.batching import PromptBatchLoop
     from seq2seq_lightning.serving.limits import source_limit
     from seq2seq_lightning.serving.server import build_server, run_server
@@ -85,25 +89,27 @@ def serve(
         if accelerator == "cuda":
             raise ValueError("--quantize int8 runs on the CPU; drop --accelerator cuda")
         accelerator = "cpu"
-    cls = module_class(ckpt_path)  # a missing, unsafe or foreign checkpoint fails here, before any worker starts
+    hparams = load_checkpoint(ckpt_path).get("hyper_parameters", {})  # a missing or unsafe file fails here
+    cls = module_class(hparams, ckpt_path)
     if quantize and not callable(getattr(cls, "quantize", None)):
         raise ValueError(f"{cls.__name__} has no quantize(); this version cannot serve --quantize {quantize}")
+    search = check_strategy(hparams, strategy, strategy_kwargs or {})  # before any worker starts
     field = field_of(cls)
     limit = None
     if field == "source":
-        limit, origin = source_limit(ckpt_path, load_checkpoint(ckpt_path).get("hyper_parameters", {}),
-                                     max_source_len, config)
+        limit, origin = source_limit(ckpt_path, hparams, max_source_len, config)
         log.info("sources are cut to %d tokens (from %s)", limit, origin)
+    log.info("decoding with %s", describe(search))
     if threads is None:
-        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        threads = max(1, (len(os.sched_getaffinity(0)) - 1) // workers)  # a core stays with the HTTP server
     stats = BatchStats(max_batch_size)
-    api = Seq2SeqAPI(ckpt_path, strategy=strategy, strategy_kwargs=strategy_kwargs, max_source_len=limit,
-                     threads=threads, quantize=quantize, max_batch_size=max_batch_size, batch_timeout=batch_timeout,
-                     stats=stats, loop=PromptBatchLoop())
-    settings = {"batch_timeout": batch_timeout, "workers": workers, "threads": threads, "max_source_len": limit,
+    api = Seq2SeqAPI(ckpt_path, module_cls=cls, strategy=strategy, strategy_kwargs=strategy_kwargs,
+                     max_source_len=limit, threads=threads, quantize=quantize, max_batch_size=max_batch_size,
+                     batch_timeout=batch_timeout, stats=stats, loop=PromptBatchLoop(), log_level=log_level)
+    settings = {"batch_timeout": batch_timeout, "fast_queue": fast_queue, "workers": workers, "threads": threads, "max_source_len": limit,
                 "strategy": strategy, "strategy_kwargs": strategy_kwargs or {}, "quantize": quantize}
     server = build_server(api, field=field, max_request_bytes=max_request_bytes, accelerator=accelerator,
-                          workers=workers, timeout=timeout, stats=stats, settings=settings)
+                          workers=workers, timeout=timeout, fast_queue=fast_queue, stats=stats, settings=settings)
     stopped = run_server(server, host=host, port=port, graceful_timeout=graceful_timeout, log_level=log_level,
                          access_log=access_log)
     log.info("stopped%s", " (SIGTERM)" if stopped else "")

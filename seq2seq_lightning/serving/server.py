@@ -29,7 +29,7 @@ API_PATH = "/predict"
 
 
 def build_server(api: ls.LitAPI, *, field: str, max_request_bytes: int, accelerator: str = "auto",
-                 workers: int = 1, timeout: float = 30.0, stats: BatchStats | None = None,
+                 workers: int = 1, timeout: float = 30.0, fast_queue: bool = False, stats: BatchStats | None = None,
                  settings: dict[str, Any] | None = None) -> ls.LitServer:
     """A LitServer for ``api`` on ``POST /predict``, with ``GET /health`` (LitServe's) and ``GET /stats``.
 
@@ -40,12 +40,13 @@ def build_server(api: ls.LitAPI, *, field: str, max_request_bytes: int, accelera
         accelerator: ``"cpu"``, ``"cuda"`` or ``"auto"`` (LitServe's choice).
         workers: inference worker processes per device.
         timeout: seconds a request may wait in the queue before it gets 504.
+        fast_queue: answers go back over ZeroMQ (LitServe's ``fast_queue``) instead of a multiprocessing queue.
         stats: the batch counters ``GET /stats`` reports; None leaves the route out.
         settings: extra plain data ``GET /stats`` reports (the serving options).
     """
     guard = (RequestGuard, {"path": API_PATH, "field": field, "max_bytes": max_request_bytes})
     server = ls.LitServer(api, accelerator=accelerator, workers_per_device=workers, timeout=timeout,
-                          middlewares=[guard])
+                          middlewares=[guard], fast_queue=fast_queue)
     if stats is not None:
         extra = dict(settings or {})
 

@@ -70,24 +70,39 @@ class Server:
         return self.proc.wait(timeout=180)
 
 
-def start_server(ckpt: Path, log: Path, *options: str) -> Server:
+def launch(ckpt: Path, log: Path, *options: str) -> Server:
+    """Start `seq2seq serve` on a free port of 127.0.0.1 (its own process group, for the clean-up)."""
     port = free_port()
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     cmd = [sys.executable, "-m", "seq2seq_lightning.cli", "serve", "--ckpt_path", str(ckpt), "--port", str(port),
            "--max_request_bytes", str(MAX_BYTES), "--threads", "1", *options]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    server = Server(port, proc, log)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    return Server(port, proc, log)
+
+
+def wait_ready(server: Server) -> Server:
     deadline = time.monotonic() + STARTUP_S
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the server exited ({proc.returncode}):\n{log.read_text()[-3000:]}"
+        assert server.proc.poll() is None, f"the server exited ({server.proc.returncode}):\n{server.log.read_text()}"
         try:
             if server.get("/health")[0] == 200:
                 return server
         except OSError:
             pass
-        time.sleep(0.3)
-    proc.kill()
-    raise AssertionError(f"the server did not become ready:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    raise AssertionError(f"the server did not become ready:\n{server.log.read_text()[-3000:]}")
+
+
+def clean_up(server: Server) -> None:
+    """After a failed test: SIGTERM, then SIGKILL to the server's process group (its workers too)."""
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.proc.pid, signal.SIGKILL)
+            server.proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -98,13 +113,15 @@ def dates_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def dates_server(dates_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server(dates_ckpt, tmp_path_factory.mktemp("serve-log") / "server.log",
-                          "--max_batch_size", "8", "--batch_timeout", "0.05")
-    yield server
-    if server.proc.poll() is None:  # a test failed before stopping it
-        server.proc.kill()
-        server.proc.wait()
+def dates_server(dates_ckpt: Path, request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = launch(dates_ckpt, tmp_path_factory.mktemp("serve-log") / "server.log",
+                    "--max_batch_size", "8", "--batch_timeout", "0.05")
+    try:
+        request.getfixturevalue("predicted")  # seq2seq predict runs while the server starts
+        yield wait_ready(server)
+    finally:
+        clean_up(server)
 
 
 LINES = ["25th of June, 2009", "3 mars 1998", "Jun 1, 1950", "Dienstag, 3. März 1998", "", "   ",
@@ -192,9 +209,9 @@ def test_sigterm_answers_requests_in_flight_then_exits_0(dates_server: Server, p
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
         socks.append(sock)
-    time.sleep(1.0)
+    time.sleep(0.5)
     dates_server.proc.send_signal(signal.SIGTERM)
-    time.sleep(1.0)
+    time.sleep(0.5)
     for sock, body, source in zip(socks, bodies, ("Jun 1, 1950", "12 August 2001")):
         sock.sendall(body[10:])
         reply = http.client.HTTPResponse(sock)
@@ -224,7 +241,8 @@ def test_strategy_options_override_like_translate(dates_ckpt: Path) -> None:
         greedy.setup("cpu")
 
 
-def test_help_and_a_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_and_errors_before_any_worker_starts(dates_ckpt: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     from seq2seq_lightning.cli import main
     from seq2seq_lightning.serving.cli import serve
 
@@ -238,6 +256,9 @@ def test_help_and_a_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFix
     with pytest.raises(SystemExit) as exit_missing:
         main(["serve", "--ckpt_path", str(tmp_path / "missing.ckpt")])
     assert exit_missing.value.code == 2 and "checkpoint not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_kwargs:  # the checkpoint's greedy search has no beam_size
+        main(["serve", "--ckpt_path", str(dates_ckpt), "--strategy_kwargs", '{"beam_size": 3}'])
+    assert exit_kwargs.value.code == 2 and "takes no beam_size" in capsys.readouterr().err
 
 
 # -- captioning -----------------------------------------------------------------------------------------
@@ -262,7 +283,12 @@ def test_captioning_base64_images(shapes_ckpt: Path, tmp_path: Path) -> None:
         path = tmp_path / f"scene{i}.{suffix}"
         render(random_scene(rng), size=96).save(path)
         files.append(path)
-    expected = CaptioningModule.load_from_checkpoint(shapes_ckpt).caption([str(p) for p in files])
+    server = launch(shapes_ckpt, tmp_path / "server.log", "--max_batch_size", "4", "--batch_timeout", "0.05",
+                    "--max_request_bytes", str(1 << 20))  # starts while the references are computed below
+    model = CaptioningModule.load_from_checkpoint(shapes_ckpt).eval()
+    expected = model.caption([str(p) for p in files])
+    found = model.search(model.make_batch([str(p) for p in files]))  # what caption() searched: its scores
+    scores = [hyps[0].score for hyps in found]
     api = Seq2SeqAPI(str(shapes_ckpt), max_batch_size=8, batch_timeout=0.0)  # in process: one batch, one bad row
     api.setup("cpu")
     rows = [api.decode_request({"image": base64.b64encode(p.read_bytes()).decode()}) for p in files]
@@ -270,18 +296,18 @@ def test_captioning_base64_images(shapes_ckpt: Path, tmp_path: Path) -> None:
     answers = [api.encode_response(out) for out in api.unbatch(api.predict(api.batch(rows)))]
     assert [a["output"] for a in answers[:1] + answers[2:]] == expected
     assert answers[1].status_code == 422 and b"does not decode" in answers[1].body
-    server = start_server(shapes_ckpt, tmp_path / "server.log", "--max_batch_size", "4", "--batch_timeout", "0.05",
-                          "--max_request_bytes", str(1 << 20))
     try:
+        wait_ready(server)
         images = [base64.b64encode(p.read_bytes()).decode() for p in files]
         garbage = [base64.b64encode(b"these bytes are no picture" * 20).decode(), "@@not base64@@",
                    base64.b64encode(files[0].read_bytes()[:200]).decode()]
         with ThreadPoolExecutor(8) as pool:  # good and bad images in the same batches
             good = [pool.submit(server.predict, {"image": im}) for im in images]
             bad = [pool.submit(server.predict, {"image": g}) for g in garbage]
-            for future, caption in zip(good, expected):
+            for future, caption, score in zip(good, expected, scores):
                 status, answer = future.result()
-                assert status == 200 and answer["output"] == caption and isinstance(answer["score"], float)
+                assert status == 200 and answer["output"] == caption
+                assert math.isclose(answer["score"], score, rel_tol=1e-4, abs_tol=1e-4)  # the same pixels
             for future in bad:
                 status, answer = future.result()
                 assert status == 422 and set(answer) == {"error"} and "image" in answer["error"], answer
@@ -290,6 +316,6 @@ def test_captioning_base64_images(shapes_ckpt: Path, tmp_path: Path) -> None:
         assert status == 200 and answer["output"] == expected[1]
         stats = json.loads(server.get("/stats")[1])
         assert stats["rejected"] == 3 and stats["searched"] == 4
+        assert server.stop() == 0, server.log.read_text()[-3000:]
     finally:
-        code = server.stop()
-    assert code == 0, server.log.read_text()[-3000:]
+        clean_up(server)
