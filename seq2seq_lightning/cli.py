@@ -202,7 +202,8 @@ def print_plugins() -> int:
 
     from seq2seq_lightning.registry import REGISTRIES
 
-    console = Console()
+    # piped or captured output gets wide lines, so names are never folded (and stay grep-able)
+    console = Console(width=None if sys.stdout.isatty() else 200)
     table = Table(title="Registered encoders, decoders and strategies")
     for col in ("group", "name", "class", "distribution", "version"):
         table.add_column(col, overflow="fold")
