@@ -1,5 +1,5 @@
 """The ``seq2seq`` console script: ``fit | validate | test | predict | score | analyze`` (LightningCLI),
-``plugins`` and ``serve`` (:mod:`seq2seq_lightning.serving.cli`)."""
+``plugins``, ``serve`` (:mod:`seq2seq_lightning.serving.cli`), ``average`` and ``export`` (ONNX)."""
 
 from __future__ import annotations
 
@@ -229,6 +229,10 @@ def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["plugins"]:
         raise SystemExit(print_plugins())
+    if argv[:1] == ["export"]:  # a checkpoint in, an ONNX folder out: its own parser (export/onnx_export.py)
+        from seq2seq_lightning.export.onnx_export import main as export
+
+        raise SystemExit(export(argv[1:]))
     if argv[:1] == ["average"]:  # checkpoints in, one checkpoint out, no config: its own parser
         from seq2seq_lightning.export.average import main as average
 
