@@ -87,7 +87,9 @@ def export_onnx(module: Any, output: str | os.PathLike, *, opset: int | None = N
     was_training, device = module.training, next(module.parameters()).device
     module.eval().cpu()
     try:
-        encoder_graph, step_graph = EncoderGraph(module.encoder, module.decoder), StepGraph(module.decoder)
+        # eval mode on the wrappers too: the exporter restores the mode it found, wrappers included
+        encoder_graph = EncoderGraph(module.encoder, module.decoder).eval()
+        step_graph = StepGraph(module.decoder).eval()
         layout = encoder_graph.layout
         names = [t.name for t in layout]
         tokens, lengths = sample_source(module.source_tokenizer.vocab_size)
@@ -167,7 +169,9 @@ def _close(graph: str, names: list[str], expected: Sequence[torch.Tensor], got: 
         else:
             ok = torch.allclose(torch.from_numpy(have), want, atol=1e-4, rtol=1e-4)
         if not ok:
-            raise AssertionError(f"ONNX {graph} output {name!r} differs from PyTorch's")
+            diff = (torch.from_numpy(have).float() - want.float()).abs().max().item() if have.shape == want.shape \
+                else f"shape {have.shape} against {tuple(want.shape)}"
+            raise AssertionError(f"ONNX {graph} output {name!r} differs from PyTorch's (largest difference {diff})")
 
 
 def export_checkpoint(ckpt_path: str | os.PathLike, output: str | os.PathLike, *, opset: int | None = None,

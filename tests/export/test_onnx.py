@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 GRU = {"encoder": {"class_path": "rnn", "init_args": {"embedding_size": 16, "hidden_size": 24}},
        "decoder": {"class_path": "rnn", "init_args": {"embedding_size": 16, "hidden_size": 24}}}
 LSTM_FEED = {"encoder": {"class_path": "rnn", "init_args": {"embedding_size": 8, "hidden_size": 10, "cell": "lstm",
-                                                            "num_layers": 2}},
+                                                            "num_layers": 2, "dropout": 0.3}},
              "decoder": {"class_path": "rnn", "init_args": {"embedding_size": 8, "hidden_size": 12, "cell": "lstm",
-                                                            "num_layers": 2, "input_feeding": True}}}
+                                                            "num_layers": 2, "input_feeding": True, "dropout": 0.3}}}
 GRU_PLAIN = {"encoder": {"class_path": "rnn", "init_args": {"embedding_size": 8, "hidden_size": 10,
                                                             "bidirectional": False}},
              "decoder": {"class_path": "rnn", "init_args": {"embedding_size": 8, "hidden_size": 12,
@@ -197,8 +197,10 @@ def test_one_step_log_probs_equal_pytorch(onnx: OnnxTranslator, model: Translati
 def test_other_architectures_export_and_match(arch: dict, data: DatesDataModule, sentences: list[str],
                                               tmp_path: Path) -> None:
     torch.manual_seed(1)
-    module = TranslationModule(tokenizers=data.tokenizers, max_len_b=5, **arch).eval()
-    manifest = json.loads(export_onnx(module, tmp_path).read_text())
+    module = TranslationModule(tokenizers=data.tokenizers, max_len_b=5, **arch)  # in training mode, as built
+    manifest = json.loads(export_onnx(module, tmp_path).read_text())  # verifies in eval mode (dropout off)
+    assert module.training  # left as it was
+    module.eval()
     layout = [t["name"] for t in manifest["state"]]
     if arch is LSTM_FEED:
         assert layout == ["hidden", "cell", "memory", "keys", "mask", "feed"]
