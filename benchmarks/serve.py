@@ -151,6 +151,7 @@ def main() -> None:
         from seq2seq_lightning.data.dates import DatesDataModule
 
         lines = [ex.source for ex in DatesDataModule().examples("test")]
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())  # what else ran (the levels add their own)
     port = free_port()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve-bench-{port}.log"
     proc = start_server(args.ckpt, port, extra, log)
@@ -167,10 +168,12 @@ def main() -> None:
         raise SystemExit(f"the server exited {code} on SIGTERM:\n{log.read_text()[-3000:]}")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     note = {"server": f"max_batch_size {settings['max_batch_size']}, batch_timeout {settings['batch_timeout']}, "
-                      f"{settings['workers']} worker(s) x {settings['threads']} thread(s), strategy "
-                      f"{settings['strategy'] or 'the checkpoint'} {settings['strategy_kwargs'] or ''}".rstrip(),
-            "load": load, "date": time.strftime("%Y-%m-%d")}
-    print(f"\n| clients | requests/s | p50 ms | p99 ms | mean batch | wrong |  (load average {load})")
+                      f"{settings['workers']} worker(s) x {settings['threads']} thread(s), fast_queue "
+                      f"{settings['fast_queue']}, strategy {settings['strategy'] or 'the checkpoint'} "
+                      f"{settings['strategy_kwargs'] or ''}".rstrip(),
+            "load_before": load_before, "load_after": load, "date": time.strftime("%Y-%m-%d")}
+    print(f"\n| clients | requests/s | p50 ms | p99 ms | mean batch | wrong |  (load average before {load_before}, "
+          f"after {load})")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     rows = []
     for lv in levels:

@@ -223,9 +223,8 @@ def test_sigterm_answers_requests_in_flight_then_exits_0(dates_server: Server, p
 
 
 def test_strategy_options_override_like_translate(dates_ckpt: Path) -> None:
-    """In process: --strategy beam --strategy_kwargs '{beam_size: 3}' decodes as translate(strategy='beam',
-    beam_size=3); a keyword the checkpoint's strategy does not take fails at startup."""
-    from seq2seq_lightning import TranslationModule
+    """In process: --strategy beam --strategy_kwargs '{beam_size: 3, n_best: 2}' decodes as
+    translate(strategy='beam', beam_size=3, n_best=2) (the answer is the best of the n-best)."""
     from seq2seq_lightning.serving.api import Seq2SeqAPI
 
     api = Seq2SeqAPI(str(dates_ckpt), strategy="beam", strategy_kwargs={"beam_size": 3, "n_best": 2},
@@ -233,12 +232,24 @@ def test_strategy_options_override_like_translate(dates_ckpt: Path) -> None:
     api.setup("cpu")
     sources = [s for s in LINES if s.strip() and len(s) < 100]
     outputs = api.predict([api.decode_request({"source": s}) for s in sources])
-    model = TranslationModule.load_from_checkpoint(dates_ckpt)
-    assert [o[0] for o in outputs] == model.translate(sources, "beam", beam_size=3, n_best=2)
+    assert [o[0] for o in outputs] == api.module.translate(sources, "beam", beam_size=3, n_best=2)
     assert api.strategy.beam_size == 3 and api.strategy.n_best == 2
-    greedy = Seq2SeqAPI(str(dates_ckpt), strategy_kwargs={"beam_size": 3}, max_batch_size=16, batch_timeout=0.0)
-    with pytest.raises(ValueError, match="takes no beam_size"):
-        greedy.setup("cpu")
+
+
+def test_quantize_int8_serves_the_quantized_module(dates_ckpt: Path) -> None:
+    """In process: --quantize int8 serves module.quantize("int8"), which decodes a batch as its translate()."""
+    from seq2seq_lightning.modules.base import Seq2SeqModule
+    from seq2seq_lightning.serving.api import Seq2SeqAPI
+
+    if not callable(getattr(Seq2SeqModule, "quantize", None)):
+        pytest.skip("Seq2SeqModule.quantize is not in this tree")
+    api = Seq2SeqAPI(str(dates_ckpt), quantize="int8", max_source_len=100, threads=1, max_batch_size=16,
+                     batch_timeout=0.0)
+    api.setup("cpu")
+    assert api.module.quantized == "int8"
+    sources = [s for s in LINES if s.strip() and len(s) < 100]
+    outputs = api.predict([api.decode_request({"source": s}) for s in sources])
+    assert [o[0] for o in outputs] == api.module.translate(sources)
 
 
 def test_help_and_errors_before_any_worker_starts(dates_ckpt: Path, tmp_path: Path,
@@ -259,6 +270,9 @@ def test_help_and_errors_before_any_worker_starts(dates_ckpt: Path, tmp_path: Pa
     with pytest.raises(SystemExit) as exit_kwargs:  # the checkpoint's greedy search has no beam_size
         main(["serve", "--ckpt_path", str(dates_ckpt), "--strategy_kwargs", '{"beam_size": 3}'])
     assert exit_kwargs.value.code == 2 and "takes no beam_size" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_cuda:
+        main(["serve", "--ckpt_path", str(dates_ckpt), "--quantize", "int8", "--accelerator", "cuda"])
+    assert exit_cuda.value.code == 2 and "runs on the CPU" in capsys.readouterr().err
 
 
 # -- captioning -----------------------------------------------------------------------------------------
@@ -273,7 +287,6 @@ def shapes_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_captioning_base64_images(shapes_ckpt: Path, tmp_path: Path) -> None:
     import random
 
-    from seq2seq_lightning import CaptioningModule
     from seq2seq_lightning.data.shapes import random_scene, render
     from seq2seq_lightning.serving.api import Seq2SeqAPI
 
@@ -285,18 +298,19 @@ def test_captioning_base64_images(shapes_ckpt: Path, tmp_path: Path) -> None:
         files.append(path)
     server = launch(shapes_ckpt, tmp_path / "server.log", "--max_batch_size", "4", "--batch_timeout", "0.05",
                     "--max_request_bytes", str(1 << 20))  # starts while the references are computed below
-    model = CaptioningModule.load_from_checkpoint(shapes_ckpt).eval()
-    expected = model.caption([str(p) for p in files])
-    found = model.search(model.make_batch([str(p) for p in files]))  # what caption() searched: its scores
-    scores = [hyps[0].score for hyps in found]
-    api = Seq2SeqAPI(str(shapes_ckpt), max_batch_size=8, batch_timeout=0.0)  # in process: one batch, one bad row
-    api.setup("cpu")
-    rows = [api.decode_request({"image": base64.b64encode(p.read_bytes()).decode()}) for p in files]
-    rows.insert(1, api.decode_request({"image": base64.b64encode(b"no picture").decode()}))
-    answers = [api.encode_response(out) for out in api.unbatch(api.predict(api.batch(rows)))]
-    assert [a["output"] for a in answers[:1] + answers[2:]] == expected
-    assert answers[1].status_code == 422 and b"does not decode" in answers[1].body
     try:
+        api = Seq2SeqAPI(str(shapes_ckpt), max_batch_size=8, batch_timeout=0.0)  # in process: a bad row in a batch
+        api.setup("cpu")
+        model = api.module  # the checkpoint's module, in eval mode: the references come from its caption()
+        expected = model.caption([str(p) for p in files])
+        found = model.search(model.make_batch([str(p) for p in files]))  # what caption() searched: its scores
+        scores = [hyps[0].score for hyps in found]
+        rows = [api.decode_request({"image": base64.b64encode(p.read_bytes()).decode()}) for p in files]
+        rows.insert(1, api.decode_request({"image": base64.b64encode(b"no picture").decode()}))
+        answers = [api.encode_response(out) for out in api.unbatch(api.predict(api.batch(rows)))]
+        assert [a["output"] for a in answers[:1] + answers[2:]] == expected
+        assert answers[1].status_code == 422 and b"does not decode" in answers[1].body
+
         wait_ready(server)
         images = [base64.b64encode(p.read_bytes()).decode() for p in files]
         garbage = [base64.b64encode(b"these bytes are no picture" * 20).decode(), "@@not base64@@",
