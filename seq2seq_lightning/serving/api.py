@@ -30,6 +30,7 @@ from seq2seq_lightning.checkpoints import load_checkpoint
 from seq2seq_lightning.serving.stats import BatchStats
 
 log = logging.getLogger(__name__)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 @dataclass
@@ -139,7 +140,7 @@ class Seq2SeqAPI(ls.LitAPI):
     def setup(self, device: str) -> None:
         """Load the checkpoint on ``device``, quantize it if asked, build the strategy, cap CPU threads."""
         if not logging.getLogger().handlers:  # a spawned worker: log like the main process
-            logging.basicConfig(level=self.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+            logging.basicConfig(level=self.log_level.upper(), format=LOG_FORMAT)
         if str(device).startswith("cpu") and self.threads:
             torch.set_num_threads(self.threads)
         cls = self.module_cls or module_class(load_checkpoint(self.ckpt_path).get("hyper_parameters", {}),
@@ -206,7 +207,7 @@ class Seq2SeqAPI(ls.LitAPI):
     def unbatch(self, output: list[Any]) -> list[Any]:
         return list(output)
 
-    def encode_response(self, output: Any) -> Any:
+    def encode_response(self, output):  # unannotated: LitServe would read a return annotation as the response model
         """``{"output", "score"}``; a rejected input: its status with ``{"error": message}``."""
         if isinstance(output, Rejected):
             from fastapi.responses import JSONResponse

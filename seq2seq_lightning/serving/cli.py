@@ -73,13 +73,13 @@ def serve(
         access_log: log one line per HTTP request.
     """
     from seq2seq_lightning.checkpoints import load_checkpoint
-    from seq2seq_lightning.serving.api import Seq2SeqAPI, check_strategy, describe, field_of, module_class
+    from seq2seq_lightning.serving import api as serving
     from seq2seq_lightning.serving.batching import PromptBatchLoop
     from seq2seq_lightning.serving.limits import source_limit
     from seq2seq_lightning.serving.server import build_server, run_server
     from seq2seq_lightning.serving.stats import BatchStats
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=log_level.upper(), format=serving.LOG_FORMAT)
     for name, value in (("max_batch_size", max_batch_size), ("workers", workers), ("port", port)):
         if value < 1:
             raise ValueError(f"{name} must be positive, got {value}")
@@ -90,25 +90,27 @@ def serve(
             raise ValueError("--quantize int8 runs on the CPU; drop --accelerator cuda")
         accelerator = "cpu"
     hparams = load_checkpoint(ckpt_path).get("hyper_parameters", {})  # a missing or unsafe file fails here
-    cls = module_class(hparams, ckpt_path)
+    cls = serving.module_class(hparams, ckpt_path)
     if quantize and not callable(getattr(cls, "quantize", None)):
         raise ValueError(f"{cls.__name__} has no quantize(); this version cannot serve --quantize {quantize}")
-    search = check_strategy(hparams, strategy, strategy_kwargs or {})  # before any worker starts
-    field = field_of(cls)
+    search = serving.check_strategy(hparams, strategy, strategy_kwargs or {})  # before any worker starts
+    field = serving.field_of(cls)
     limit = None
     if field == "source":
         limit, origin = source_limit(ckpt_path, hparams, max_source_len, config)
         log.info("sources are cut to %d tokens (from %s)", limit, origin)
-    log.info("decoding with %s", describe(search))
+    log.info("decoding with %s", serving.describe(search))
     if threads is None:
         threads = max(1, (len(os.sched_getaffinity(0)) - 1) // workers)  # a core stays with the HTTP server
     stats = BatchStats(max_batch_size)
-    api = Seq2SeqAPI(ckpt_path, module_cls=cls, strategy=strategy, strategy_kwargs=strategy_kwargs,
-                     max_source_len=limit, threads=threads, quantize=quantize, max_batch_size=max_batch_size,
-                     batch_timeout=batch_timeout, stats=stats, loop=PromptBatchLoop(), log_level=log_level)
-    settings = {"batch_timeout": batch_timeout, "fast_queue": fast_queue, "workers": workers, "threads": threads, "max_source_len": limit,
-                "strategy": strategy, "strategy_kwargs": strategy_kwargs or {}, "quantize": quantize}
-    server = build_server(api, field=field, max_request_bytes=max_request_bytes, accelerator=accelerator,
+    lit_api = serving.Seq2SeqAPI(ckpt_path, module_cls=cls, strategy=strategy, strategy_kwargs=strategy_kwargs,
+                                 max_source_len=limit, threads=threads, quantize=quantize,
+                                 max_batch_size=max_batch_size, batch_timeout=batch_timeout, stats=stats,
+                                 loop=PromptBatchLoop(), log_level=log_level)
+    settings = {"batch_timeout": batch_timeout, "fast_queue": fast_queue, "workers": workers, "threads": threads,
+                "max_source_len": limit, "strategy": strategy, "strategy_kwargs": strategy_kwargs or {},
+                "quantize": quantize}
+    server = build_server(lit_api, field=field, max_request_bytes=max_request_bytes, accelerator=accelerator,
                           workers=workers, timeout=timeout, fast_queue=fast_queue, stats=stats, settings=settings)
     stopped = run_server(server, host=host, port=port, graceful_timeout=graceful_timeout, log_level=log_level,
                          access_log=access_log)
