@@ -10,6 +10,7 @@ as it is.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -85,3 +86,26 @@ def partial_class(value: functools.partial) -> type | None:
     (``partial(instantiator, cls, **init_args)``); None otherwise."""
     func = value.args[-1] if value.args and isinstance(value.args[-1], type) else value.func
     return func if isinstance(func, type) else None
+
+
+def resolve_strategy(configured: Any, strategy: Any = None, **kwargs: Any) -> Any:
+    """The strategy to search with, given the ``configured`` one.
+
+    ``None``: the configured strategy, with ``kwargs`` overriding only the arguments they name
+    (``beam_size=2`` keeps its ``length_penalty``). A registry name or class path: that class, built
+    from its defaults and ``kwargs``. An instance or a spec dict: as it is.
+    """
+    from seq2seq_lightning.search.base import SearchStrategy
+
+    if strategy is None:
+        params = inspect.signature(type(configured).__init__).parameters
+        unknown = sorted(k for k in kwargs if k not in params)
+        if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            raise ValueError(f"the configured strategy {type(configured).__name__} takes no {', '.join(unknown)}; "
+                             f"name a strategy that does (strategy='beam', say)")
+        return configured.replace(**kwargs) if kwargs else configured
+    if isinstance(strategy, str):
+        return build({"class_path": strategy, "init_args": kwargs}, SearchStrategy, what="strategy")
+    if kwargs:
+        raise ValueError("strategy keyword arguments go with a strategy name (or none), not an instance")
+    return build(strategy, SearchStrategy, what="strategy")

@@ -22,7 +22,7 @@ from torch import Tensor
 from seq2seq_lightning.data.tokenizer import Tokenizer
 from seq2seq_lightning.export.runtime import OnnxEncoder, OnnxStepDecoder, load_manifest, make_session
 from seq2seq_lightning.search.base import Hypothesis, SearchStrategy
-from seq2seq_lightning.search.prefix import PrefixDecoder, prefix_limits
+from seq2seq_lightning.search.prefix import PrefixDecoder, forcing_ids, prefix_limits
 
 
 class OnnxTranslator:
@@ -65,20 +65,9 @@ class OnnxTranslator:
         """As :meth:`Seq2SeqModule.build_strategy`: None keeps the configured strategy with ``kwargs``
         overriding only the arguments they name; a registry name or class path builds that strategy from
         its defaults and ``kwargs``; an instance or spec dict is used as it is."""
-        from seq2seq_lightning.building import build
+        from seq2seq_lightning.building import resolve_strategy
 
-        if strategy is None:
-            params = inspect.signature(type(self.strategy).__init__).parameters
-            unknown = sorted(k for k in kwargs if k not in params)
-            if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-                raise ValueError(f"the configured strategy {type(self.strategy).__name__} takes no "
-                                 f"{', '.join(unknown)}; name a strategy that does (strategy='beam', say)")
-            return self.strategy.replace(**kwargs) if kwargs else self.strategy
-        if isinstance(strategy, str):
-            return build({"class_path": strategy, "init_args": kwargs}, SearchStrategy, what="strategy")
-        if kwargs:
-            raise ValueError("strategy keyword arguments go with a strategy name (or none), not an instance")
-        return build(strategy, SearchStrategy, what="strategy")
+        return resolve_strategy(self.strategy, strategy, **kwargs)
 
     # -- batches -------------------------------------------------------------------------------------
     def make_batch(self, token_lists: list[list[int]]) -> tuple[Tensor, Tensor]:
@@ -172,13 +161,7 @@ class OnnxTranslator:
         """:meth:`translate`'s hypotheses (best first, with ``log_prob`` and ``score``) instead of strings;
         an empty sentence gets an empty list."""
         search = self.build_strategy(strategy, **strategy_kwargs)
-        for name, given in (("prefixes", prefixes), ("constraints", constraints)):
-            if given is not None and len(given) != len(sentences):
-                raise ValueError(f"{name} must have one entry per sentence ({len(sentences)}), got {len(given)}")
-        tok = self.target_tokenizer
-        prefix_ids = [tok.encode(p) if p else [] for p in prefixes or [None] * len(sentences)]
-        phrase_ids = [[ids for ids in tok.encode_batch(c) if ids] if c else []
-                      for c in constraints or [None] * len(sentences)]
+        prefix_ids, phrase_ids = forcing_ids(self.target_tokenizer, len(sentences), prefixes, constraints)
         out: list[list[Hypothesis]] = [[] for _ in sentences]
         todo = [i for i, s in enumerate(sentences) if s.strip()]
         encoded = {i: self.source_tokenizer.encode(sentences[i]) for i in todo}

@@ -25,7 +25,7 @@ from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric
 
 from seq2seq_lightning.analysis.scoring import score_rows
-from seq2seq_lightning.building import build, parse, partial_class, target_class
+from seq2seq_lightning.building import build, parse, partial_class, resolve_strategy, target_class
 from seq2seq_lightning.checkpoints import refuse
 from seq2seq_lightning.data.batch import Batch
 from seq2seq_lightning.data.pairs import PairBatch
@@ -188,18 +188,7 @@ class Seq2SeqModule(L.LightningModule):
         (``beam_size=2`` keeps its ``length_penalty``). A registry name or class path: that class,
         built from its defaults and ``kwargs``. An instance or a spec dict: as it is.
         """
-        if strategy is None:
-            params = inspect.signature(type(self.strategy).__init__).parameters
-            unknown = sorted(k for k in kwargs if k not in params)
-            if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-                raise ValueError(f"the configured strategy {type(self.strategy).__name__} takes no {', '.join(unknown)}; "
-                                 f"name a strategy that does (strategy='beam', say)")
-            return self.strategy.replace(**kwargs) if kwargs else self.strategy
-        if isinstance(strategy, str):
-            return build({"class_path": strategy, "init_args": kwargs}, SearchStrategy, what="strategy")
-        if kwargs:
-            raise ValueError("strategy keyword arguments go with a strategy name (or none), not an instance")
-        return build(strategy, SearchStrategy, what="strategy")
+        return resolve_strategy(self.strategy, strategy, **kwargs)
 
     @torch.no_grad()
     def search(self, batch: Batch, strategy: SearchStrategy | None = None) -> list[list[Hypothesis]]:

@@ -19,6 +19,7 @@ from seq2seq_lightning.decoders.base import Decoder
 from seq2seq_lightning.encoders.base import Encoder, EncoderOutput
 from seq2seq_lightning.modules.base import Seq2SeqModule
 from seq2seq_lightning.search.base import SearchStrategy
+from seq2seq_lightning.search.prefix import forcing_ids
 
 
 class TranslationModule(Seq2SeqModule):
@@ -119,13 +120,7 @@ class TranslationModule(Seq2SeqModule):
                 needs a strategy that takes constraints: ``strategy="constrained_beam"``.
         """
         search = self.build_strategy(strategy, **strategy_kwargs)
-        for name, given in (("prefixes", prefixes), ("constraints", constraints)):
-            if given is not None and len(given) != len(sentences):
-                raise ValueError(f"{name} must have one entry per sentence ({len(sentences)}), got {len(given)}")
-        tok = self.target_tokenizer
-        prefix_ids = [tok.encode(p) if p else [] for p in prefixes or [None] * len(sentences)]
-        phrase_ids = [[ids for ids in tok.encode_batch(c) if ids] if c else []
-                      for c in constraints or [None] * len(sentences)]
+        prefix_ids, phrase_ids = forcing_ids(self.target_tokenizer, len(sentences), prefixes, constraints)
         was_training = self.training
         self.eval()
         out = [""] * len(sentences)

@@ -117,3 +117,17 @@ def prefix_limits(limits: Tensor, prefixes: Sequence[Sequence[int]]) -> Tensor:
     ``max(limit, len(prefix) + 1)`` (rows with an empty prefix keep their limit)."""
     need = torch.tensor([len(p) + 1 if len(p) else 0 for p in prefixes], dtype=torch.long, device=limits.device)
     return torch.maximum(limits, need)
+
+
+def forcing_ids(tokenizer: Any, count: int, prefixes: Sequence[str | None] | None,
+                constraints: Sequence[Sequence[str] | None] | None) -> tuple[list[list[int]], list[list[list[int]]]]:
+    """Per-input prefixes and constraint phrases (target text, None or empty for none) as target token
+    ids: ``(prefix_ids, phrase_ids)``, one entry per input, empty phrases dropped. Either list, when
+    given, must have ``count`` entries (a ValueError otherwise)."""
+    for name, given in (("prefixes", prefixes), ("constraints", constraints)):
+        if given is not None and len(given) != count:
+            raise ValueError(f"{name} must have one entry per sentence ({count}), got {len(given)}")
+    prefix_ids = [tokenizer.encode(p) if p else [] for p in prefixes or [None] * count]
+    phrase_ids = [[ids for ids in tokenizer.encode_batch(c) if ids] if c else []
+                  for c in constraints or [None] * count]
+    return prefix_ids, phrase_ids
