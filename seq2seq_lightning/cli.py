@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import sys
@@ -94,6 +95,7 @@ class Seq2SeqCLI(LightningCLI):
                                 help="Where predictions go: .txt for one output per line, .jsonl for JSON lines "
                                      "with input, output, score and the n-best list. Written in input order.")
             parser.set_defaults(return_predictions=False)
+            _add_sync_timeout(parser)
             parser.add_argument("--quantize", type=Literal["int8"] | None, default=None,
                                 help="int8: after loading --ckpt_path, quantize the model's Linear, GRU and LSTM layers "
                                      "to dynamic int8 (module.quantize) for faster CPU inference; CPU and 32-bit "
@@ -103,6 +105,7 @@ class Seq2SeqCLI(LightningCLI):
                                 help="Where the scores go: JSON lines, one per pair in input order, with source, "
                                      "target, log_prob (sum, EOS included), tokens (count, EOS included) and "
                                      "token_log_probs; a pair that cannot be scored gets line, error and nulls.")
+            _add_sync_timeout(parser)
         if subcommand == "analyze":  # space-separated sizes (--beam_sizes 1 2 4), default and help from analyze()
             parser.add_argument("--beam_sizes", type=int, nargs="+", **option_help("beam_sizes"))
             self._subcommand_method_arguments[subcommand].append("beam_sizes")
@@ -166,7 +169,7 @@ class Seq2SeqCLI(LightningCLI):
             self._quantize(self.config.predict.quantize)
         output = self.config.predict.get("output")
         if output:
-            self.trainer.callbacks.append(PredictionWriter(output))
+            self.trainer.callbacks.append(PredictionWriter(output, timeout=self.config.predict.sync_timeout))
 
     def _quantize(self, mode: str) -> None:
         """``--quantize``: the checkpoint's weights loaded here, then the model quantized; predict then runs
@@ -182,7 +185,17 @@ class Seq2SeqCLI(LightningCLI):
         self.model.quantize(mode)
 
     def before_score(self) -> None:
-        self.trainer.callbacks.append(PredictionWriter(self.config.score.output, formatter=score_record))
+        self.trainer.callbacks.append(PredictionWriter(self.config.score.output, formatter=score_record,
+                                                       timeout=self.config.score.sync_timeout))
+
+
+def _add_sync_timeout(parser: LightningArgumentParser) -> None:
+    """``--sync_timeout``: the prediction writer's ``timeout`` (its default is the writer's)."""
+    default = inspect.signature(PredictionWriter).parameters["timeout"].default
+    parser.add_argument("--sync_timeout", type=float, default=default,
+                        help="Distributed runs: seconds a process waits for the others at each step of writing the "
+                             "output (start, end of predict, merge) before all stop with an error naming the "
+                             "processes that did not come. A process that fails stops the others within a batch.")
 
 
 def decoding_settings(model_class_path: str | None) -> frozenset[str]:

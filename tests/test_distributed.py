@@ -52,3 +52,41 @@ def test_ddp_predict_equals_single_process(ddp_run: Path, tmp_path: Path) -> Non
         if a["score"] is not None:
             assert b["score"] == pytest.approx(a["score"], abs=1e-4)  # float noise of other batch shapes
     assert not list(tmp_path.glob(".out*.partial"))
+
+
+def _predict_input(tmp_path: Path, n: int = 101) -> Path:
+    src = tmp_path / "in.txt"
+    pool = ["25th of June, 2009", "3 mars 1998", "Jun 1, 1950", "Dienstag, 3. März 1998"]
+    src.write_text("".join(f"{pool[i % 4]} {i}\n" for i in range(n)), encoding="utf-8")
+    return src
+
+
+@pytest.mark.parametrize("mode", ["raise", "hang"])
+def test_ddp_predict_stops_when_one_rank_fails(ddp_run: Path, tmp_path: Path, mode: str) -> None:
+    """A plugin callback fails on rank 1 only: raising (rank 0 stops within a batch or two, not after its
+    share) or hanging (rank 0 stops after --sync_timeout). Either way every process ends, non-zero, with
+    an error that names rank 1, and no output is written."""
+    from tests.helpers.processes import cli, run_together
+
+    out = tmp_path / "out.jsonl"
+    callbacks = ["--trainer.callbacks+=tests.helpers.failing.FailOnRank", f"--trainer.callbacks.init_args.mode={mode}",
+                 f"--trainer.callbacks.init_args.record={tmp_path}"]
+    if mode == "raise":  # one second per batch: rank 0 has 7 batches to go when rank 1 fails after its first
+        callbacks += ["--trainer.callbacks+=tests.helpers.slow.SlowDown", "--trainer.callbacks.init_args.seconds=1"]
+    command = cli("predict", "-c", str(CONFIG), "--ckpt_path", str(min(ddp_run.rglob("last.ckpt"))),
+                  f"--data.init_args.predict_path={_predict_input(tmp_path)}", "--output", str(out),
+                  "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
+                  "--trainer.logger=false", "--data.init_args.eval_batch_size=8", "--sync_timeout=5",
+                  f"--trainer.default_root_dir={tmp_path}", *callbacks)
+    (rc,), (log,), elapsed = run_together([command], timeout=180)
+    assert rc != 0 and "DistributedPredictError" in log, log[-3000:]
+    if mode == "raise":
+        assert "distributed predict failed on rank 1 (host " in log
+        assert "RuntimeError: a plugin callback failed on rank 1" in log
+        assert int((tmp_path / "rank0.batches").read_text()) <= 4  # stopped early, not after its 7 batches
+        assert not list(tmp_path.glob(".out*.partial"))
+    else:
+        assert "rank 1 did not come to the 'written' step within 5 s (--sync_timeout)" in log
+    assert not out.exists()
+    assert elapsed < 150
+

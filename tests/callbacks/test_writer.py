@@ -95,6 +95,29 @@ def test_distributed_shards_stream_and_merge_in_order(tmp_path: Path) -> None:
     assert writers[0].written == n and not shard0.exists() and not list(tmp_path.glob(".*.partial"))
 
 
+def test_merge_names_a_shard_rank_0_cannot_see(tmp_path: Path) -> None:
+    from seq2seq_lightning.callbacks.shards import DistributedPredictError
+
+    out = tmp_path / "out.txt"
+    writers, trainers = [PredictionWriter(out) for _ in range(2)], [trainer(2, rank) for rank in range(2)]
+    for writer, t in zip(writers, trainers):
+        writer.on_predict_start(t, None)
+    writers[1].on_predict_end(trainers[1], None)
+    (tmp_path / ".out.txt.rank1.partial").unlink()  # as if rank 1 wrote it on another node's disk
+    with pytest.raises(DistributedPredictError, match=r"\.out\.txt\.rank1\.partial.*every process sees"):
+        writers[0].on_predict_end(trainers[0], None)
+    assert not out.exists()
+
+
+def test_barrier_errors_name_the_missing_ranks() -> None:
+    from seq2seq_lightning.callbacks.shards import _missing_ranks
+
+    assert _missing_ranks("[Rank 0]: Ranks 1, 3 failed to pass monitoredBarrier in 5000 ms") == "1, 3"
+    assert _missing_ranks("Rank 2 successfully reached monitoredBarrier, but received errors while waiting for "
+                          "send/recv from rank 0. Please check rank 0 logs for faulty rank.") == "0"
+    assert _missing_ranks("Connection closed by peer") is None
+
+
 def test_exception_removes_partial_files(tmp_path: Path) -> None:
     out = tmp_path / "out.txt"
     writer, t = PredictionWriter(out), trainer()
