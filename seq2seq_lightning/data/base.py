@@ -153,14 +153,17 @@ class Seq2SeqDataModule(L.LightningDataModule, ABC):
 
         By default, a :class:`BucketBatchSampler` over ``dataset.lengths`` (all equal where the dataset
         has none): training batches of similar lengths in a random order per (seed, epoch); evaluation
-        batches of ``eval_batch_size`` without shuffling.
+        batches of ``eval_batch_size`` without shuffling. Under DDP Lightning gives the sampler each
+        process's shard; evaluation shards are not padded with repeated rows (``even_shards=False``),
+        so validation and test metrics count every row once, whatever the number of processes.
         """
         lengths = getattr(dataset, "lengths", None)
         if lengths is None:
             lengths = [1] * len(dataset)
         training = split == "train"
         size = self.batch_size if training else self.eval_batch_size
-        return {"batch_sampler": BucketBatchSampler(lengths, size, shuffle=training, seed=self.seed)}
+        return {"batch_sampler": BucketBatchSampler(lengths, size, shuffle=training, seed=self.seed,
+                                                    even_shards=training)}
 
     # ------------------------------------------------------------------ tokenizers
     @property

@@ -4,17 +4,23 @@ Batches of similar lengths waste little compute on padding. :class:`BucketBatchS
 pools of ``batch_size * bucket_size_multiplier`` indices (at random when shuffling), sorts each
 pool by length, cuts it into batches and shuffles the order of the batches. A pool bounds how
 far sorting reaches, so batches still vary from epoch to epoch.
+
+Under DDP Lightning re-creates the batch sampler with a ``DistributedSampler`` as its ``sampler``,
+which pads every process's shard to an equal size by repeating rows. Training needs that (each
+process runs the same number of steps); evaluation must not count a row twice, so an evaluation
+sampler (``even_shards=False``) leaves the padding out: :func:`without_padding`.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import BatchSampler, Sampler
+from torch.utils.data import BatchSampler, DistributedSampler, Sampler
 
 from seq2seq_lightning.data.batch import TextBatch
 
@@ -24,6 +30,36 @@ def _generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(seed * 1_000_003 + 2 * epoch + stream)
     return generator
+
+
+def without_padding(sampler: Sampler[int] | Iterable[int], indices: list[int]) -> list[int]:
+    """The ``indices`` one process drew from ``sampler`` less the rows a ``DistributedSampler`` repeated
+    to give every process an equal share, so that over all processes each row comes exactly once.
+
+    A ``DistributedSampler`` (``drop_last=False``; Lightning's ``DistributedSamplerWrapper`` too) lays its
+    ``n`` rows out in ``num_replicas * ceil(n / num_replicas)`` positions, the ones from ``n`` on
+    repeating rows from the start, and gives process ``rank`` the positions ``rank, rank + num_replicas,
+    ...``: its k-th index is padding when ``rank + k * num_replicas >= n``. The shards then differ by at
+    most one row, which evaluation allows: no collective runs per batch (torchmetrics gathers uneven
+    states at the epoch's end), and DDP syncs buffers only in the first forward after a training step.
+    Leaving the padding out of the shard is simpler than evaluating it and skipping rows already seen
+    by their dataset index: no batch, loss or metric needs a mask, and no process needs to know what
+    the others saw.
+
+    Other samplers are returned as they are. With fewer rows than processes the padding stays (a
+    warning says that repeated rows are counted): a process without a batch would skip the epoch's end,
+    and with it the metric synchronisation the others wait in.
+    """
+    if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
+        return indices
+    n, replicas, rank = len(sampler.dataset), sampler.num_replicas, sampler.rank  # type: ignore[arg-type]
+    if n < replicas:
+        if n:
+            warnings.warn(f"{n} evaluation row(s) for {replicas} processes: every process needs one, so rows are "
+                          "repeated and counted more than once in the metrics; evaluate on fewer devices",
+                          stacklevel=2)
+        return indices
+    return [index for k, index in enumerate(indices) if rank + k * replicas < n]
 
 
 class _EpochIndices(Sampler[int]):
@@ -60,6 +96,10 @@ class BucketBatchSampler(BatchSampler):
             (``len(batch) * longest length``); one over-long example still forms its own batch.
         sampler: where the indices come from, instead of ``0..len(lengths)-1``; Lightning passes a
             ``DistributedSampler`` here under DDP so that each process buckets its own shard.
+        even_shards: keep the rows such a ``DistributedSampler`` repeats so that every process gets as
+            many (what training needs: each process runs the same number of steps). False (evaluation)
+            leaves them out (:func:`without_padding`): every row is seen exactly once over all
+            processes, and shards differ by at most one row.
     """
 
     def __init__(
@@ -72,6 +112,7 @@ class BucketBatchSampler(BatchSampler):
         drop_last: bool = False,
         max_tokens: int | None = None,
         sampler: Sampler[int] | Iterable[int] | None = None,
+        even_shards: bool = True,
     ) -> None:
         # BatchSampler.__init__ is not called: it only stores and checks its own three arguments.
         if batch_size < 1:
@@ -87,6 +128,7 @@ class BucketBatchSampler(BatchSampler):
         self.bucket_size_multiplier = bucket_size_multiplier
         self.drop_last = drop_last
         self.max_tokens = max_tokens
+        self.even_shards = even_shards
         self.sampler = sampler if sampler is not None else _EpochIndices(len(self.lengths), shuffle, seed)
         self.epoch = 0
         self.skip_next = 0  # leading batches left out while resuming inside an epoch (the loader resets it)
@@ -108,7 +150,10 @@ class BucketBatchSampler(BatchSampler):
         if self._cache is not None and self._cache[0] == epoch and isinstance(self.sampler, _EpochIndices):
             return list(self._cache[1])
         generator = _generator(self.seed, epoch, 1)
-        order = torch.as_tensor(list(iter(self.sampler)), dtype=torch.long)
+        indices = list(iter(self.sampler))
+        if not self.even_shards:
+            indices = without_padding(self.sampler, indices)
+        order = torch.as_tensor(indices, dtype=torch.long)
         if self.shuffle and not isinstance(self.sampler, _EpochIndices):
             order = order[torch.randperm(len(order), generator=generator)]  # vary pools of a fixed shard
         pool_size = self.batch_size * self.bucket_size_multiplier

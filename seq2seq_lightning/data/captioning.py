@@ -177,7 +177,12 @@ class CaptioningDataModule(Seq2SeqDataModule):
                           on_errors=lambda malformed, errors, rows: warn_errors(dataset.path, malformed, errors, rows))
 
     def batching(self, split: str, dataset: CaptionDataset) -> dict[str, Any]:
-        """Training: every image once per epoch, with one of its captions (cycling); else in order."""
+        """Training: every image once per epoch, with one of its captions (cycling); else in order.
+
+        Validation and test take the base's batching (in order, and under DDP every image on exactly
+        one process, so that BLEU and CIDEr's document frequencies count each image once)."""
+        if split in ("val", "test"):
+            return super().batching(split, dataset)
         if split != "train":
             return {"batch_size": self.eval_batch_size}
         sampler = CaptionSampler([len(i.captions) for i in dataset.items], shuffle=True, seed=self.seed)

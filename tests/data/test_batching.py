@@ -139,6 +139,43 @@ def test_lightning_can_inject_a_distributed_sampler() -> None:
     assert sum(covered.values()) == 1002  # DistributedSampler pads one index to even the shards
 
 
+def injected_shards(lengths: list[int], batch_size: int, replicas: int, **kwargs) -> list[list[list[int]]]:
+    """The batches of each process when Lightning injects its evaluation ``DistributedSampler``."""
+    from lightning.fabric.utilities.data import _replace_dunder_methods
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import BatchSampler
+
+    dataset = list(range(len(lengths)))
+    shards = []
+    for rank in range(replicas):
+        with _replace_dunder_methods(BatchSampler):
+            loader = DataLoader(dataset, batch_sampler=BucketBatchSampler(lengths, batch_size, shuffle=False,
+                                                                          **kwargs))
+        loader = _update_dataloader(loader, DistributedSampler(dataset, num_replicas=replicas, rank=rank,
+                                                               shuffle=False))
+        assert isinstance(loader.batch_sampler.sampler, DistributedSampler)
+        shards.append([batch.tolist() for batch in loader])
+        assert len(loader) == len(shards[-1])
+    return shards
+
+
+@pytest.mark.parametrize(("n", "replicas"), [(2, 2), (3, 2), (7, 3), (101, 2), (1001, 3), (5, 4)])
+def test_evaluation_shards_hold_every_row_exactly_once(n: int, replicas: int) -> None:
+    lengths = skewed_lengths(n)
+    shards = injected_shards(lengths, 10, replicas, even_shards=False)
+    rows = [len(flatten(shard)) for shard in shards]
+    assert sorted(flatten([flatten(shard) for shard in shards])) == list(range(n))  # none repeated, none dropped
+    assert max(rows) - min(rows) <= 1 and min(rows) >= 1
+    padded = injected_shards(lengths, 10, replicas)  # training keeps the padding: equal shares
+    assert len({len(flatten(shard)) for shard in padded}) == 1
+
+
+def test_fewer_evaluation_rows_than_processes_keep_the_padding_with_a_warning() -> None:
+    with pytest.warns(UserWarning, match="repeated"):
+        shards = injected_shards([3, 4], 8, 3, even_shards=False)
+    assert [flatten(shard) for shard in shards] == [[0], [1], [0]]  # every process has a batch to run
+
+
 def test_set_epoch_reaches_the_default_sampler_as_lightning_calls_it() -> None:
     lengths = skewed_lengths(500)
     loader = DataLoader(list(range(500)), batch_sampler=BucketBatchSampler(lengths, 8, shuffle=True))

@@ -272,3 +272,44 @@ def test_zero_byte_bomb_and_one_pixel_images(tmp_path) -> None:
     _Image.new("L", (1, 1), 200).save(tmp_path / "dot.png")
     dot = load_image(tmp_path / "dot.png")
     assert dot.mode == "RGB" and dot.size == (1, 1) and dot.getpixel((0, 0)) == (200, 200, 200)
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method of metric CIDErD")  # the merged metric had no update
+def test_evaluation_under_ddp_sees_each_image_once_so_cider_equals_one_process() -> None:
+    """Lightning injects its padding ``DistributedSampler`` into the validation loader of each process;
+    the shards hold every image exactly once, so CIDEr (whose document frequencies count images) and
+    BLEU over the gathered states equal their one-process values."""
+    from lightning.fabric.utilities.data import _replace_dunder_methods
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
+    from torchmetrics.text import BLEUScore
+
+    from seq2seq_lightning.data.shapes import ShapesDataModule
+    from seq2seq_lightning.metrics.cider import CIDErD
+
+    dm = ShapesDataModule(num_train=16, num_val=7, num_test=7, image_size=16, eval_batch_size=2)
+
+    def loader(rank: int | None) -> DataLoader:
+        with _replace_dunder_methods(DataLoader, "dataset"), _replace_dunder_methods(BatchSampler):
+            plain = dm.val_dataloader()  # as Lightning calls the hook
+        if rank is None:
+            return plain
+        return _update_dataloader(plain, DistributedSampler(plain.dataset, num_replicas=2, rank=rank, shuffle=False))
+
+    def scores(loaders: list[DataLoader]) -> tuple[list[int], float, float]:
+        seen, cider, bleu = [], CIDErD(), BLEUScore()
+        for each in loaders:
+            part = CIDErD()
+            for batch in each:
+                hyps = [" ".join(refs[0].split()[:-1]) for refs in batch.references]  # near misses
+                part.update(hyps, batch.references)
+                bleu.update(hyps, batch.references)  # BLEU's states are sums: the order of updates is moot
+                seen += batch.index.tolist()
+            cider.merge_state(part)  # the concatenation the epoch-end synchronisation does
+        return sorted(seen), float(cider.compute()), float(bleu.compute())
+
+    one_seen, one_cider, one_bleu = scores([loader(None)])
+    two_seen, two_cider, two_bleu = scores([loader(0), loader(1)])
+    assert one_seen == two_seen == list(range(7))
+    assert two_cider == pytest.approx(one_cider, rel=1e-12) and two_bleu == pytest.approx(one_bleu, rel=1e-6)
+    assert 0 < one_cider < 10 and 0 < one_bleu < 1
