@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.strategies import ParallelStrategy
 from PIL import Image
 from torch import Tensor
 from torchmetrics import Metric
@@ -87,6 +88,7 @@ class CaptioningModule(Seq2SeqModule):
         self.bleu = torch.nn.ModuleDict({f"{s}_{n}": BLEUScore(n_gram=n) for s in STAGES for n in range(1, 5)})
         self.cider = torch.nn.ModuleDict({s: CIDErD() for s in STAGES})
         self.skipped_images = 0
+        self.skipped_batches = 0  # batches with no readable image (nothing to compute on)
 
     # -- hooks ---------------------------------------------------------------------------------
     def encode(self, batch: ImageBatch) -> EncoderOutput:
@@ -120,18 +122,42 @@ class CaptioningModule(Seq2SeqModule):
 
     # -- unreadable images: skipped and counted --------------------------------------------------
     def _count_skipped(self, batch: ImageBatch, stage: str) -> bool:
-        """Logs the batch's skipped images; whether anything is left to compute on."""
+        """Logs the batch's skipped images and whether the whole batch was skipped (summed over the
+        epoch and over processes); whether anything is left to compute on."""
         skipped = batch.skipped
+        readable = batch.images is not None and batch.images.size(0) > 0
         if skipped:
             self.skipped_images += skipped
             log.warning("%d unreadable %s image(s) skipped (%d so far)", skipped, stage, self.skipped_images)
-        if self._trainer is not None:
-            self.log(f"{stage}/skipped_images", float(skipped), reduce_fx="sum", on_step=False, on_epoch=True,
-                     batch_size=1)
-        return batch.images is not None and batch.images.size(0) > 0
+        if not readable:
+            self.skipped_batches += 1
+        if self._trainer is not None:  # every process logs both at every step: the epoch-end sum syncs them
+            for name, value in (("skipped_images", skipped), ("skipped_batches", int(not readable))):
+                self.log(f"{stage}/{name}", float(value), reduce_fx="sum", on_step=False, on_epoch=True,
+                         batch_size=1, sync_dist=True)
+        return readable
 
     def training_step(self, batch: ImageBatch, batch_idx: int) -> Tensor | None:
-        return super().training_step(batch, batch_idx) if self._count_skipped(batch, "train") else None
+        """The loss of the readable images; for a batch with none, nothing (Lightning skips the optimizer
+        step), or under a parallel strategy (DDP, even on one device) :meth:`idle_loss`."""
+        if self._count_skipped(batch, "train"):
+            return super().training_step(batch, batch_idx)
+        parallel = self._trainer is not None and isinstance(self.trainer.strategy, ParallelStrategy)
+        return self.idle_loss() if parallel else None
+
+    def idle_loss(self) -> Tensor:
+        """A zero loss that reaches every trainable parameter, for a process whose batch had no readable image.
+
+        Under DDP every process must run backward at every step: the gradients are all-reduced parameter
+        by parameter, and a process that returned nothing would leave the others waiting (or fail the next
+        step's reduction). This loss gives every parameter a zero gradient, so the step averages the
+        other processes' gradients with zeros: the batch counts as an empty one, and the processes stay
+        in step and keep equal weights.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return torch.zeros((), device=self.device, requires_grad=True)
+        return torch.stack([p.float().sum() for p in params]).sum() * 0.0
 
     def validation_step(self, batch: ImageBatch, batch_idx: int) -> dict[str, Any] | None:
         return super().validation_step(batch, batch_idx) if self._count_skipped(batch, "val") else None

@@ -191,3 +191,15 @@ def test_unreadable_training_images_are_skipped_and_counted(tmp_path: Path) -> N
     empty = collate_captions([dm.dataset("train")[2], dm.dataset("train")[5]], pad_id=0)
     model.trainer = None  # called outside a loop
     assert model.training_step(empty, 0) is None
+    assert model.skipped_batches == 1
+
+
+def test_idle_loss_is_zero_and_reaches_every_parameter(data: ShapesDataModule) -> None:
+    """What a DDP process whose batch had no readable image backpropagates: every parameter gets a zero
+    gradient, so the all-reduce of every parameter runs and the others' gradients are unchanged but averaged."""
+    model = make_module(data.tokenizers)
+    loss = model.idle_loss()
+    assert loss.item() == 0.0
+    loss.backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert params and all(p.grad is not None and not p.grad.any() for p in params)
