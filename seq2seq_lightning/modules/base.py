@@ -108,11 +108,14 @@ class Seq2SeqModule(L.LightningModule):
         self.check_modality(type(encoder))
         self.target_tokenizer = target_tokenizer
         vocab, memory_size = target_tokenizer.vocab_size, encoder.output_size
-        self.encoder = encoder
+        # the decoder is registered first: parameter order is the optimizer's and the gradient norm's
+        # summation order, so it is part of what makes a seeded run reproduce bit for bit (and a
+        # checkpoint of the other order still resumes: on_load_checkpoint remaps its optimizer state)
         if decoder is None:
             self.decoder = RNNDecoder(vocab, memory_size, padding_idx=target_tokenizer.pad_id)
         else:
             self.decoder = build(decoder, Decoder, vocab, memory_size, what="decoder")
+        self.encoder = encoder
         self.strategy = GreedySearch() if strategy is None else build(strategy, SearchStrategy, what="strategy")
         self.label_smoothing = label_smoothing
         self.optimizer_factory = parse(optimizer, OptimizerCallable, "optimizer") if isinstance(optimizer, dict) \
@@ -385,6 +388,8 @@ class Seq2SeqModule(L.LightningModule):
         states = checkpoint.get("rng_states")
         if states and self._trainer is not None:  # resuming a run, not loading weights for use
             restore_rng_states(states)
+        if self._trainer is not None:
+            remap_optimizer_states(checkpoint, [name for name, _ in self.named_parameters()])
 
     # -- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -397,6 +402,30 @@ class Seq2SeqModule(L.LightningModule):
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             config["monitor"] = "val/loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def remap_optimizer_states(checkpoint: dict[str, Any], names: list[str]) -> None:
+    """Renumber a checkpoint's optimizer states, in place, from the parameter order it was saved in
+    to ``names`` (this module's order), so that a checkpoint written while the module registered its
+    parameters in another order (encoder before decoder) resumes with each parameter's own moments.
+
+    The saved order is the order of the parameters among the checkpoint's ``state_dict`` keys (modules
+    save in registration order). Only an optimizer over all parameters in one group, built from
+    ``self.parameters()`` as :meth:`configure_optimizers` does, is renumbered; any other layout is left
+    as it is.
+    """
+    wanted = set(names)
+    saved = [key for key in checkpoint.get("state_dict", {}) if key in wanted]
+    if saved == names or len(saved) != len(names):
+        return
+    old_index = {name: i for i, name in enumerate(saved)}
+    order = [old_index[name] for name in names]  # new index j holds what old index order[j] held
+    for opt in checkpoint.get("optimizer_states", []):
+        groups = opt.get("param_groups", [])
+        if len(groups) != 1 or list(groups[0].get("params", [])) != list(range(len(names))):
+            continue
+        state = opt.get("state", {})
+        opt["state"] = {j: state[i] for j, i in enumerate(order) if i in state}
 
 
 @functools.cache
