@@ -102,9 +102,11 @@ class ExactSearch(SearchStrategy):
     blocks of all rows that live in one decoder state are stepped together, packed into decoder
     calls of at most ``max_rows`` rows (``reorder_state`` picks them; no two states are ever
     joined). So one ``step`` call serves many prefixes of many rows, and a row's result (budget
-    included) does not depend on the other rows of its batch. Memory: a row holds at most one
-    pending decoder state per prefix length (shared with the rows it was stepped with), each of at
-    most ``max_rows`` rows, and at most ``max_rows × V`` waiting prefixes per length.
+    included) does not depend on the other rows of its batch. Memory: at most ``max_active_rows``
+    rows are searched at once (a larger batch goes through in groups of that many); a row holds at
+    most one pending decoder state per prefix length (shared with the rows it was stepped with),
+    cut down to the decoder rows of prefixes that still wait, each of at most ``max_rows`` rows, and
+    at most ``max_rows × V`` waiting prefixes per length.
 
     :meth:`search` returns one :class:`ExactHypothesis` per row: ``log_prob`` is the model's
     log-probability of its tokens, ``score`` the ranking value, ``attention`` is always None, and
@@ -124,22 +126,27 @@ class ExactSearch(SearchStrategy):
             so far, flagged ``optimal=False``; None: no limit. A row without any output yet (only
             possible with ``beam_size=0``) keeps going until it finds one.
         max_rows: most prefixes in one decoder call, and in one row's block.
+        max_active_rows: most rows searched at once; a larger batch is searched in groups of this
+            many rows, one group after another (the decoder states the search keeps grow with it).
     """
 
     row_limits = True
 
     def __init__(self, beam_size: int = 4, length_penalty: float = 0.0, max_expansions: int | None = 100_000,
-                 max_rows: int = 512) -> None:
+                 max_rows: int = 512, max_active_rows: int = 32) -> None:
         if beam_size < 0:
             raise ValueError(f"beam_size must be >= 0, got {beam_size}")
         if max_expansions is not None and max_expansions < 1:
             raise ValueError(f"max_expansions must be >= 1 or None, got {max_expansions}")
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+        if max_active_rows < 1:
+            raise ValueError(f"max_active_rows must be >= 1, got {max_active_rows}")
         self.beam_size = beam_size
         self.length_penalty = float(length_penalty)
         self.max_expansions = max_expansions
         self.max_rows = max_rows
+        self.max_active_rows = max_active_rows
 
     @torch.no_grad()
     def search(self, decoder: StepDecoder, state: Any, *, batch_size: int, bos: int, eos: int,
@@ -148,6 +155,18 @@ class ExactSearch(SearchStrategy):
         B = batch_size
         device = infer_device(decoder, state)
         limit = row_limits(max_lens, B, max_len, device)  # (B,) steps allowed per row
+        if B <= self.max_active_rows:
+            return self._search(decoder, state, B, bos, eos, max_len, limit, device)
+        results: list[list[Hypothesis]] = []
+        for start in range(0, B, self.max_active_rows):  # a row's result does not depend on its batch
+            rows = torch.arange(start, min(start + self.max_active_rows, B), device=device)
+            results += self._search(decoder, decoder.reorder_state(state, rows), rows.numel(), bos, eos,
+                                    int(limit[rows].max()), limit[rows], device)
+        return results
+
+    def _search(self, decoder: StepDecoder, state: Any, B: int, bos: int, eos: int, max_len: int, limit: Tensor,
+                device: torch.device) -> list[list[Hypothesis]]:
+        """The search of ``B`` rows at once (``limit`` (B,) their step limits)."""
         run = _Run(self, decoder, limit.tolist(), eos, device)
         if self.beam_size > 0 and B > 0:
             seed = BeamSearch(beam_size=self.beam_size, length_penalty=self.length_penalty).search(
@@ -277,7 +296,13 @@ class _Run:
         order = order[seg[rows[order]].sort(stable=True).indices]  # by row, best first within each
         rows, tokens, lp = rows[order], tokens[order], lp[order]
         counts = torch.bincount(seg[rows], minlength=P).tolist()
-        for p, (r, t, l) in enumerate(zip(rows.split(counts), tokens.split(counts), lp.split(counts))):
+        # the children keep only their parents' decoder rows alive, not the whole call's
+        parents = rows.unique()  # sorted
+        if 0 < parents.numel() < n:
+            state = self.decoder.reorder_state(state, parents)
+        local = torch.searchsorted(parents, rows)  # (M,) each child's parent row in ``state``
+        for p, (r, q, t, l) in enumerate(zip(rows.split(counts), local.split(counts), tokens.split(counts),
+                                             lp.split(counts))):
             if r.numel():
                 block = call[p]
-                self.stacks[block.row].append(_Pending(state, r, t, l, block.prefix, r - starts[p], block.length + 1))
+                self.stacks[block.row].append(_Pending(state, q, t, l, block.prefix, r - starts[p], block.length + 1))

@@ -156,6 +156,19 @@ def test_a_row_does_not_depend_on_its_batch_budget_included(kwargs):
         assert (alone.tokens, alone.optimal, alone.expansions) == (h.tokens, h.optimal, h.expansions)
 
 
+@pytest.mark.parametrize("penalty", [0.0, 1.0])
+def test_a_batch_searched_in_groups_of_max_active_rows_gives_the_same_rows(penalty):
+    lm = RandomLM(vocab_size=6, seed=7, scale=1.0, eos_bias=0.3)
+    rows, limits = list(range(7)), [7, 2, 5, 7, 1, 6, 4]
+    together = run(ExactSearch(beam_size=2, length_penalty=penalty), lm, rows, 7, limits)
+    calls = lm.calls
+    grouped = run(ExactSearch(beam_size=2, length_penalty=penalty, max_active_rows=3), lm, rows, 7, limits)
+    assert lm.calls - calls > calls  # three groups, each with its own seeding beam and rounds
+    for [a], [b] in zip(together, grouped):
+        assert (a.tokens, a.optimal, a.expansions) == (b.tokens, b.optimal, b.expansions)
+        assert a.log_prob == pytest.approx(b.log_prob, abs=1e-6)
+
+
 @pytest.mark.parametrize("kwargs", [{}, {"beam_size": 1, "length_penalty": 1.0}, {"beam_size": 0, "max_rows": 3},
                                     {"max_expansions": 3}, {"length_penalty": -0.5}],
                          ids=["defaults", "penalty", "unseeded-small-blocks", "tiny-budget", "negative-penalty"])
@@ -165,7 +178,7 @@ def test_passes_the_conformance_kit(kwargs):
 
 def test_invalid_arguments_raise():
     for kwargs, name in [({"beam_size": -1}, "beam_size"), ({"max_expansions": 0}, "max_expansions"),
-                         ({"max_rows": 0}, "max_rows")]:
+                         ({"max_rows": 0}, "max_rows"), ({"max_active_rows": 0}, "max_active_rows")]:
         with pytest.raises(ValueError, match=name):
             ExactSearch(**kwargs)
     with pytest.raises(ValueError, match="max_len"):
