@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-import math
 import pickle
 import warnings
 from collections.abc import Callable
@@ -22,7 +21,6 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.aggregation import MeanMetric
 
 from seq2seq_lightning.analysis.scoring import score_rows
 from seq2seq_lightning.building import build, parse, partial_class, resolve_strategy, target_class
@@ -33,6 +31,7 @@ from seq2seq_lightning.data.tokenizer import Tokenizer
 from seq2seq_lightning.decoders.base import Decoder
 from seq2seq_lightning.decoders.rnn import RNNDecoder
 from seq2seq_lightning.encoders.base import Encoder, EncoderOutput
+from seq2seq_lightning.metrics.token_mean import TokenMean
 from seq2seq_lightning.registry import ENCODERS, STRATEGIES
 from seq2seq_lightning.search.base import Hypothesis, SearchStrategy
 from seq2seq_lightning.search.greedy import GreedySearch
@@ -123,9 +122,10 @@ class Seq2SeqModule(L.LightningModule):
         self.lr_scheduler_factory = parse(lr_scheduler, LRSchedulerCallable, "lr_scheduler") \
             if isinstance(lr_scheduler, dict) else lr_scheduler
         self.num_examples = num_examples
+        self._train_acc_seen = False  # whether this epoch's token accuracy has a first measurement
         # token-weighted epoch means, synchronised across processes by torchmetrics in every rank's
         # epoch-end hook and logged as plain values (no collective hides in rank-0-only code)
-        self.token_means = torch.nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("train", "val", "test")
+        self.token_means = torch.nn.ModuleDict({f"{s}_{m}": TokenMean() for s in ("train", "val", "test")
                                                 for m in ("loss", "nll", "acc")})
 
     @classmethod
@@ -259,24 +259,41 @@ class Seq2SeqModule(L.LightningModule):
         logp = logits.float().reshape(-1, logits.size(-1)).log_softmax(dim=-1)  # (B*(T-1), V)
         pad = self.target_tokenizer.pad_id
         real = gold != pad
-        ntokens = int(real.sum())
+        # nothing here waits for the device (no .item(), int() or float() of a tensor): the token
+        # count stays a tensor, and the logged values are converted only where they are written
+        ntokens = real.sum()
+        denominator = ntokens.clamp(min=1)
         nll = F.nll_loss(logp, gold.reshape(-1), ignore_index=pad)
         if self.label_smoothing > 0:
             # the label-smoothed cross-entropy: (1 - e) * nll + e * mean over the vocabulary of -log p
-            uniform = -(logp.mean(dim=-1) * real.reshape(-1)).sum() / max(ntokens, 1)
+            uniform = -(logp.mean(dim=-1) * real.reshape(-1)).sum() / denominator
             loss = (1.0 - self.label_smoothing) * nll + self.label_smoothing * uniform
         else:
             loss = nll
         nll = nll.detach()
-        with torch.no_grad():
-            acc = ((logits.argmax(-1) == gold) & real).sum() / max(ntokens, 1)
-        bs = gold.size(0)
-        for name, value in (("loss", loss.detach()), ("nll", nll), ("acc", acc)):
-            self.token_means[f"{stage}_{name}"].update(value, weight=ntokens)
+        self.token_means[f"{stage}_loss"].update(loss.detach(), ntokens)
+        self.token_means[f"{stage}_nll"].update(nll, ntokens)
+        if stage != "train" or self._logs_this_step():
+            # token accuracy (an argmax over the vocabulary): every evaluation batch, and the training
+            # steps the logger records (every log_every_n_steps), not the others
+            with torch.no_grad():
+                acc = ((logits.argmax(-1) == gold) & real).sum() / denominator
+            self.token_means[f"{stage}_acc"].update(acc, ntokens)
         if stage == "train":
+            bs = gold.size(0)
             self.log("train/loss_step", loss.detach(), batch_size=bs, on_step=True, on_epoch=False, prog_bar=True)
-            self.log("train/ppl_step", math.exp(min(float(nll), 50.0)), batch_size=bs, on_step=True, on_epoch=False)
+            self.log("train/ppl_step", nll.clamp(max=50.0).exp(), batch_size=bs, on_step=True, on_epoch=False)
         return loss
+
+    def _logs_this_step(self) -> bool:
+        """Whether this training step measures token accuracy: the first of each epoch, and those the
+        logger records (every ``log_every_n_steps``, 50 when that is 0); every step without a trainer."""
+        trainer = self._trainer
+        if trainer is None or not self._train_acc_seen:
+            self._train_acc_seen = True
+            return True
+        every = int(getattr(trainer, "log_every_n_steps", 0) or 50)
+        return (trainer.global_step + 1) % every == 0
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._loss(batch, "train")
@@ -321,6 +338,7 @@ class Seq2SeqModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self.reset_metrics("train")
+        self._train_acc_seen = False
 
     def on_train_epoch_end(self) -> None:
         self._epoch_end("train")
