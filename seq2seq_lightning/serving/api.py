@@ -1,15 +1,21 @@
 """The LitServe API of ``seq2seq serve``: a checkpoint's module decoding batches of requests.
 
-Each inference worker loads the checkpoint in :meth:`Seq2SeqAPI.setup`. A request's field (already
-checked by :class:`~seq2seq_lightning.serving.requests.RequestGuard`) becomes one input in
+Each inference worker loads the checkpoint in :meth:`Seq2SeqAPI.setup`. A request (already checked
+by :class:`~seq2seq_lightning.serving.requests.RequestGuard`) becomes one input in
 :meth:`~Seq2SeqAPI.decode_request`; the inputs LitServe collects into a batch go through one
 ``module.search`` in :meth:`~Seq2SeqAPI.predict`, built by the module's own ``make_batch``. An input
-that cannot be prepared (an image that does not decode) stays a :class:`Rejected` row: it is answered
-with its 4xx error and never reaches the search, so the rest of its batch is decoded as if it were
-not there (a row's result never depends on its batch).
+that cannot be prepared (an image that does not decode, constraints the strategy cannot take) stays a
+:class:`Rejected` row: it is answered with its 4xx error and never reaches the search, so the rest of
+its batch is decoded as if it were not there (a row's result never depends on its batch).
 
-Text inputs follow ``seq2seq predict``: the source is cut to ``max_source_len`` tokens (EOS not
-counted) and an empty or whitespace-only source gets ``{"output": "", "score": null}`` without a search.
+Text inputs follow a ``seq2seq predict`` JSON line: the source is cut to ``max_source_len`` tokens
+(EOS not counted); ``"prefix"`` and ``"constraints"`` become the batch's ``prefix`` / ``constraints``
+target ids (:func:`~seq2seq_lightning.search.prefix.forcing_ids`, as ``translate`` and predict encode
+them), so the module's search forces the prefix and passes the phrases to the strategy; an empty or
+whitespace-only source gets ``{"output": "", "score": null}`` without a search. The answer is
+predict's row: the best of the n-best list as ``output`` and ``score``, and with ``"nbest": true``
+the list itself (``output``, ``score``, ``log_prob`` per hypothesis, best first; as many as the
+strategy's ``n_best``). Scores that are not finite are answered as null.
 """
 
 from __future__ import annotations
@@ -20,17 +26,19 @@ import io
 import logging
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import litserve as ls
 import torch
 
 from seq2seq_lightning.checkpoints import load_checkpoint
+from seq2seq_lightning.modules.base import _strategy_name, _takes_constraints
+from seq2seq_lightning.search.prefix import forcing_ids
 from seq2seq_lightning.serving.stats import BatchStats
 
 log = logging.getLogger(__name__)
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"  # the pid tells the workers apart
 
 
 @dataclass
@@ -43,12 +51,49 @@ class Rejected:
 
 @dataclass
 class Prepared:
-    """An input ready for the module's ``make_batch``: source token ids, or a decoded image."""
+    """An input ready for the module's ``make_batch``: source token ids, or a decoded image; the target
+    ids its output must start with and the phrases (target ids) it must contain; whether its answer
+    carries the n-best list."""
 
     value: Any
+    prefix: list[int] = field(default_factory=list)
+    constraints: list[list[int]] = field(default_factory=list)
+    nbest: bool = False
 
 
-EMPTY = "empty"  # an empty source: answered like predict's empty line, without a search
+@dataclass
+class Empty:
+    """An empty source: answered like predict's empty line, without a search."""
+
+    nbest: bool = False
+
+
+@dataclass
+class Answer:
+    """A searched input's result: predict's n-best rows (``output``, ``score``, ``log_prob``; best
+    first, empty when the search found no hypothesis) and whether the response carries them."""
+
+    nbest: list[dict[str, Any]]
+    full: bool = False
+
+    def response(self) -> dict[str, Any]:
+        """``{"output", "score"}`` of the best, plus ``"nbest"`` when asked for."""
+        best = self.nbest[0] if self.nbest else {"output": "", "score": None}
+        answer = {"output": best["output"], "score": best["score"]}
+        if self.full:
+            answer["nbest"] = self.nbest
+        return answer
+
+
+def finite(value: float) -> float | None:
+    """``value``, or None when it is not finite (JSON has no infinity)."""
+    return value if math.isfinite(value) else None
+
+
+def nbest_rows(hyps: list[Any], tokenizer: Any) -> list[dict[str, Any]]:
+    """The n-best list of ``seq2seq predict``'s JSON line for one input's hypotheses (best first)."""
+    return [{"output": tokenizer.decode(h.tokens), "score": finite(float(h.score)),
+             "log_prob": finite(float(h.log_prob))} for h in hyps]
 
 
 def module_class(hparams: dict[str, Any], ckpt_path: str = "the checkpoint") -> type:
@@ -105,7 +150,8 @@ def describe(strategy: Any) -> str:
 
 
 class Seq2SeqAPI(ls.LitAPI):
-    """Serves one checkpoint: ``{"source": text}`` or ``{"image": base64}`` -> ``{"output", "score"}``.
+    """Serves one checkpoint: ``{"source": text}`` (optionally ``"prefix"``, ``"constraints"``) or
+    ``{"image": base64}``, optionally ``"nbest": true`` -> ``{"output", "score"}`` (and ``"nbest"``).
 
     Args:
         ckpt_path: the checkpoint to serve.
@@ -150,6 +196,7 @@ class Seq2SeqAPI(ls.LitAPI):
             module = module.quantize(self.quantize).eval()  # in place, on the CPU (checked by the command line)
         self.module = module
         self.strategy = self.module.build_strategy(self.strategy_name, **self.strategy_kwargs)
+        self.takes_constraints = _takes_constraints(type(self.strategy))
         self.field = field_of(cls)
         if self.field == "image":
             from seq2seq_lightning.data.images import ImageTransform
@@ -160,14 +207,11 @@ class Seq2SeqAPI(ls.LitAPI):
 
     # -- one request -----------------------------------------------------------------------------
     def decode_request(self, request):  # unannotated: LitServe would read an annotation as the body's type
-        """A checked request body (a dict) -> the input of one row: :class:`Prepared`, :data:`EMPTY` or
+        """A checked request body (a dict) -> the input of one row: :class:`Prepared`, :class:`Empty` or
         :class:`Rejected` (never raises, so a bad input cannot fail the batch it is in)."""
-        value = request[self.field]
+        value, nbest = request[self.field], bool(request.get("nbest"))
         if self.field == "source":
-            if not value.strip():
-                return EMPTY
-            ids = self.module.source_tokenizer.encode(value)
-            return Prepared(ids if self.max_source_len is None else ids[: self.max_source_len])
+            return self._decode_text(value, request.get("prefix"), request.get("constraints"), nbest)
         from seq2seq_lightning.data.images import load_image
 
         try:
@@ -175,10 +219,24 @@ class Seq2SeqAPI(ls.LitAPI):
         except ValueError as exc:
             return Rejected(422, f'"image" is {exc}')
         try:
-            return Prepared(load_image(io.BytesIO(raw), draft_size=self.image_size))
+            return Prepared(load_image(io.BytesIO(raw), draft_size=self.image_size), nbest=nbest)
         except Exception as exc:  # noqa: BLE001 - ImageLoadError, or anything else a decoder raises: this row only
             reason = re.sub(r"^<image>: | <[^<>]* object at 0x[0-9a-f]+>", "", str(exc))  # no in-memory names
             return Rejected(422, f'"image" does not decode as an image ({reason})')
+
+    def _decode_text(self, source: str, prefix: str | None, constraints: list[str] | None, nbest: bool) -> Any:
+        """A translation request's row: its source cut to the limit, its prefix and phrases as target ids
+        (refused when the strategy takes no constraints, as predict refuses them)."""
+        (prefix_ids,), (phrase_ids,) = forcing_ids(self.module.target_tokenizer, 1, [prefix], [constraints])
+        if phrase_ids and not self.takes_constraints:
+            return Rejected(422, f'"constraints" need a strategy that takes them; this server decodes with '
+                                 f'{_strategy_name(type(self.strategy))!r}, which does not (serve with '
+                                 f'--strategy constrained_beam to meet constraints)')
+        if not source.strip():
+            return Empty(nbest)
+        ids = self.module.source_tokenizer.encode(source)
+        ids = ids if self.max_source_len is None else ids[: self.max_source_len]
+        return Prepared(ids, prefix_ids, phrase_ids, nbest)
 
     # -- one batch -------------------------------------------------------------------------------
     def batch(self, inputs: list[Any]) -> list[Any]:
@@ -193,13 +251,17 @@ class Seq2SeqAPI(ls.LitAPI):
         results: list[Any] = list(inputs)
         if rows:
             module = self.module
+            batch = module.make_batch([inputs[i].value for i in rows])
+            if any(inputs[i].prefix for i in rows):  # as predict's batches carry them
+                batch.prefix = [inputs[i].prefix for i in rows]
+            if any(inputs[i].constraints for i in rows):
+                batch.constraints = [inputs[i].constraints for i in rows]
             with torch.inference_mode():
-                found = module.search(module.make_batch([inputs[i].value for i in rows]), self.strategy)
-            tok = module.target_tokenizer
+                found = module.search(batch, self.strategy)
             for i, hyps in zip(rows, found):
-                results[i] = (tok.decode(hyps[0].tokens), float(hyps[0].score)) if hyps else ("", None)
+                results[i] = Answer(nbest_rows(hyps, module.target_tokenizer), inputs[i].nbest)
         if self.stats is not None:
-            self.stats.record(len(rows), empty=sum(x is EMPTY for x in inputs),
+            self.stats.record(len(rows), empty=sum(isinstance(x, Empty) for x in inputs),
                               rejected=sum(isinstance(x, Rejected) for x in inputs))
         log.debug("batch of %d requests, %d searched", len(inputs), len(rows))
         return results
@@ -208,12 +270,12 @@ class Seq2SeqAPI(ls.LitAPI):
         return list(output)
 
     def encode_response(self, output):  # unannotated: LitServe would read a return annotation as the response model
-        """``{"output", "score"}``; a rejected input: its status with ``{"error": message}``."""
+        """``{"output", "score"}`` (and ``"nbest"`` when asked for); a rejected input: its status with
+        ``{"error": message}``."""
         if isinstance(output, Rejected):
             from fastapi.responses import JSONResponse
 
             return JSONResponse({"error": output.message}, status_code=output.status)
-        if output is EMPTY:
-            return {"output": "", "score": None}
-        text, score = output
-        return {"output": text, "score": score if score is not None and math.isfinite(score) else None}
+        if isinstance(output, Empty):
+            return Answer([], output.nbest).response()
+        return output.response()

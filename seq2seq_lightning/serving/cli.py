@@ -39,9 +39,12 @@ def serve(
     access_log: bool = False,
 ) -> int:
     """Serve a checkpoint over HTTP: POST /predict {"source": text} (captioning: {"image": base64 PNG or
-    JPEG}) answers {"output": text, "score": float}; GET /health says "ok" once the workers are ready;
-    GET /stats counts the batches decoded, by size. A malformed request gets a 4xx {"error": ...} and
-    never joins a batch. SIGTERM answers the requests in flight, then exits 0.
+    JPEG}) answers {"output": text, "score": float}, as seq2seq predict answers that JSON line; a
+    translation request may add "prefix" (text the output starts with) and "constraints" (phrases it
+    contains; --strategy constrained_beam), any request "nbest": true (the answer adds predict's n-best
+    list). GET /health says "ok" once the workers are ready; GET /stats counts the batches decoded, by
+    size. A malformed request gets a 4xx {"error": ...} and never joins a batch. SIGTERM answers the
+    requests in flight, then exits 0.
 
     Args:
         ckpt_path: the checkpoint to serve (translation or captioning; it carries its tokenizers).
@@ -51,7 +54,8 @@ def serve(
             path), built from its defaults and --strategy_kwargs. Default: the checkpoint's strategy.
         strategy_kwargs: strategy arguments as a JSON or YAML mapping, e.g. '{"beam_size": 8}'. Without
             --strategy they override only the arguments they name of the checkpoint's strategy (its
-            length_penalty stays), as translate(beam_size=8) does.
+            length_penalty stays), as translate(beam_size=8) does. n_best sets the length of the
+            n-best list a request with "nbest": true gets.
         max_batch_size: most requests decoded together in one search.
         batch_timeout: seconds a batch waits for more requests once the first has arrived; 0 decodes
             what is queued at once. Requests that arrive while a batch is decoded form the next one.

@@ -2,9 +2,15 @@
 
 :class:`RequestGuard` is an ASGI middleware in front of the prediction route. It answers, with a 4xx
 and ``{"error": "..."}``, every body that is larger than the limit (413), is not JSON (400), or is
-not one JSON object holding exactly the task's field as a string (422). Only requests that pass
-are queued, so a malformed one never joins (nor fails) a batch. What only the model can tell (an
-image that does not decode) is checked in the worker, row by row: see :mod:`seq2seq_lightning.serving.api`.
+not one JSON object holding the task's field as a string and nothing but the task's optional keys,
+each of its type (422). Only requests that pass are queued, so a malformed one never joins (nor
+fails) a batch. What only the model can tell (an image that does not decode, constraints the
+server's strategy cannot meet) is checked in the worker, row by row: see :mod:`seq2seq_lightning.serving.api`.
+
+The optional keys are those of a ``seq2seq predict`` JSON line (:data:`OPTIONAL_KEYS`), with the
+same types and null read as absent: a translation request may add ``"prefix"`` (target text the
+output starts with) and ``"constraints"`` (phrases the output contains), and every request
+``"nbest"`` (true: the answer carries the n-best list predict writes).
 """
 
 from __future__ import annotations
@@ -37,22 +43,45 @@ def _type_name(value: Any) -> str:
             int: "a number", float: "a number"}.get(type(value), type(value).__name__)
 
 
-def parse_body(body: bytes, field: str) -> str:
-    """The value of ``field`` in a request body, which must be one JSON object ``{field: string}``.
+def _is_string_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+#: what each optional key must hold (when not null), by name: (check, description)
+KEY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "prefix": (lambda v: isinstance(v, str), "a string"),
+    "constraints": (_is_string_list, "an array of strings"),
+    "nbest": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+#: the optional keys of a request, by its required field: the keys a ``seq2seq predict`` JSON line of
+#: that task reads, and ``nbest``
+OPTIONAL_KEYS: dict[str, tuple[str, ...]] = {"source": ("prefix", "constraints", "nbest"), "image": ("nbest",)}
+
+
+def parse_body(body: bytes, field: str) -> dict[str, Any]:
+    """A request body, which must be one JSON object holding ``field`` as a string and, optionally,
+    the keys :data:`OPTIONAL_KEYS` allows for it, each of its type (:data:`KEY_TYPES`) or null.
 
     Args:
         body: the raw request body.
-        field: the one key a request holds (``"source"`` for translation, ``"image"`` for captioning).
+        field: the key every request holds (``"source"`` for translation, ``"image"`` for captioning).
+
+    Returns:
+        The object, its null optional keys left out.
 
     Raises:
         RequestError: 400 when the body is not JSON; 422 when it is not an object, lacks ``field``, holds
-            it as anything but a string, or holds other keys.
+            it as anything but a string, holds an optional key of the wrong type, or holds other keys.
     """
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise RequestError(400, f"the request body is not JSON ({exc})") from None
+    optional = OPTIONAL_KEYS.get(field, ())
     expected = f'a JSON object {{"{field}": string}}'
+    if optional:
+        expected += f" with optional {', '.join(map(json.dumps, optional))}"
     if not isinstance(payload, dict):
         raise RequestError(422, f"the request body must be {expected}, not {_type_name(payload)}")
     if field not in payload:
@@ -60,11 +89,18 @@ def parse_body(body: bytes, field: str) -> str:
     value = payload[field]
     if not isinstance(value, str):
         raise RequestError(422, f'"{field}" must be a string, not {_type_name(value)}')
-    unknown = sorted(k for k in payload if k != field)
+    unknown = sorted(k for k in payload if k != field and k not in optional)
     if unknown:
         raise RequestError(422, f"unknown field(s) {', '.join(map(json.dumps, unknown))}: the request body must be "
                                 f"{expected}")
-    return value
+    for key in optional:
+        given = payload.get(key)
+        check, description = KEY_TYPES[key]
+        if given is not None and not check(given):
+            odd = [v for v in given if not isinstance(v, str)] if isinstance(given, list) else []
+            found = f"an array holding {_type_name(odd[0])}" if odd else _type_name(given)
+            raise RequestError(422, f'"{key}" must be {description}, not {found}')
+    return {k: v for k, v in payload.items() if v is not None or k == field}
 
 
 async def send_error(send: Send, status: int, message: str) -> None:
@@ -85,7 +121,7 @@ class RequestGuard:
     Args:
         app: the application behind it.
         path: the guarded route (``/predict``).
-        field: the one key a request holds (:func:`parse_body`).
+        field: the key every request holds (:func:`parse_body`).
         max_bytes: the largest body accepted; a longer one gets 413.
     """
 

@@ -11,105 +11,20 @@ import http.client
 import json
 import math
 import os
+import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.test_cli import CONFIG, ROOT, TINY, last_ckpt, seq2seq
+from tests.serving.harness import MAX_BYTES, Server, clean_up, launch, same_answer, wait_ready
+from tests.test_cli import CONFIG, last_ckpt, seq2seq
 from tests.test_cli_captioning import CONFIG as CAPTION_CONFIG
 from tests.test_cli_captioning import TINY as CAPTION_TINY
-
-MAX_BYTES = 2048
-STARTUP_S = 600  # generous: the machine may be shared
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    port: int
-    proc: subprocess.Popen
-    log: Path
-
-    def post(self, body: bytes | str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-        try:
-            conn.request("POST", "/predict", body, {"Content-Type": "application/json", **(headers or {})})
-            reply = conn.getresponse()
-            return reply.status, json.loads(reply.read())
-        finally:
-            conn.close()
-
-    def predict(self, payload: dict) -> tuple[int, dict]:
-        return self.post(json.dumps(payload))
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request("GET", path)
-            reply = conn.getresponse()
-            return reply.status, reply.read()
-        finally:
-            conn.close()
-
-    def stop(self) -> int:
-        """SIGTERM, then the exit status."""
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=180)
-
-
-def launch(ckpt: Path, log: Path, *options: str) -> Server:
-    """Start `seq2seq serve` on a free port of 127.0.0.1 (its own process group, for the clean-up)."""
-    port = free_port()
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "seq2seq_lightning.cli", "serve", "--ckpt_path", str(ckpt), "--port", str(port),
-           "--max_request_bytes", str(MAX_BYTES), "--threads", "1", *options]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    return Server(port, proc, log)
-
-
-def wait_ready(server: Server) -> Server:
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        assert server.proc.poll() is None, f"the server exited ({server.proc.returncode}):\n{server.log.read_text()}"
-        try:
-            if server.get("/health")[0] == 200:
-                return server
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the server did not become ready:\n{server.log.read_text()[-3000:]}")
-
-
-def clean_up(server: Server) -> None:
-    """After a failed test: SIGTERM, then SIGKILL to the server's process group (its workers too)."""
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGTERM)
-        try:
-            server.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.proc.pid, signal.SIGKILL)
-            server.proc.wait()
-
-
-@pytest.fixture(scope="module")
-def dates_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("serve-dates")
-    seq2seq("fit", "-c", str(CONFIG), *TINY, "--trainer.logger=false", f"--trainer.default_root_dir={run}")
-    return last_ckpt(run)
 
 
 @pytest.fixture(scope="module")
@@ -138,14 +53,6 @@ def predicted(dates_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
             f"--data.init_args.predict_path={folder}/in.txt", "--output", str(folder / "out.jsonl"), "--trainer.logger=false", f"--trainer.default_root_dir={folder}")
     rows = [json.loads(line) for line in (folder / "out.jsonl").read_text(encoding="utf-8").splitlines()]
     return dict(zip(LINES, rows))
-
-
-def same_answer(answer: dict, row: dict) -> bool:
-    if answer["output"] != row["output"]:
-        return False
-    if row["score"] is None:
-        return answer["score"] is None
-    return math.isclose(answer["score"], row["score"], rel_tol=1e-5, abs_tol=1e-6)
 
 
 def test_16_concurrent_clients_get_what_predict_gives(dates_server: Server, predicted: dict[str, dict]) -> None:
@@ -177,6 +84,12 @@ BAD = [
     (b'{"source": 5}', 422, '"source" must be a string'),
     (b'["25th of June, 2009"]', 422, "JSON object"),
     (b'{"source": "Jun 1, 1950", "strategy": "beam"}', 422, "unknown field"),
+    (b'{"source": "Jun 1, 1950", "prefix": 19}', 422, '"prefix" must be a string, not a number'),
+    (b'{"source": "Jun 1, 1950", "constraints": "1950"}', 422, '"constraints" must be an array of strings'),
+    (b'{"source": "Jun 1, 1950", "constraints": [1950]}', 422, "an array holding a number"),
+    (b'{"source": "Jun 1, 1950", "nbest": "yes"}', 422, '"nbest" must be true or false'),
+    (b'{"source": "3 mars 1998", "constraints": ["1998"]}', 422, "'greedy', which does not"),  # in the worker
+    (b'{"source": "", "constraints": ["1998"]}', 422, "--strategy constrained_beam"),  # empty, refused all the same
     (json.dumps({"source": "y" * (MAX_BYTES + 10)}).encode(), 413, "larger than"),
 ]
 
@@ -222,6 +135,33 @@ def test_sigterm_answers_requests_in_flight_then_exits_0(dates_server: Server, p
     assert dates_server.proc.wait(timeout=180) == 0, dates_server.log.read_text()[-3000:]
 
 
+def test_two_workers_answer_like_predict(dates_ckpt: Path, predicted: dict[str, dict], tmp_path: Path) -> None:
+    """--workers 2 with --threads left to its default: two worker processes, each capped to its share of
+    the cores, both decoding, and every answer to 16 concurrent clients is predict's."""
+    server = launch(dates_ckpt, tmp_path / "server.log", "--workers", "2", "--max_batch_size", "4",
+                    "--batch_timeout", "0.01", "--log_level", "debug", threads=None)
+    try:
+        wait_ready(server)
+        sources = [LINES[k % len(LINES)] for k in range(64)]
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda s: (s, *server.predict({"source": s})), sources))
+        for source, status, answer in answers:
+            assert status == 200 and same_answer(answer, predicted[source]), (source, answer, predicted[source])
+        stats = json.loads(server.get("/stats")[1])
+        cap = max(1, (len(os.sched_getaffinity(0)) - 1) // 2)  # the cores less the HTTP server's, halved
+        assert stats["workers"] == 2 and stats["threads"] == cap, stats
+        assert stats["searched"] + stats["empty"] == 64, stats
+        assert server.stop() == 0, server.log.read_text()[-3000:]
+        lines = server.log.read_text().splitlines()
+        ready = [line for line in lines if "worker ready" in line]
+        assert len(ready) == 2 and all(f"{cap} torch thread(s)" in line for line in ready), ready
+        batches = [line for line in lines if "batch of" in line and "searched" in line]
+        pids = {re.search(r"\[(\d+)\]:", line).group(1) for line in batches}
+        assert len(pids) == 2, pids  # both workers took batches
+    finally:
+        clean_up(server)
+
+
 def test_strategy_options_override_like_translate(dates_ckpt: Path) -> None:
     """In process: --strategy beam --strategy_kwargs '{beam_size: 3, n_best: 2}' decodes as
     translate(strategy='beam', beam_size=3, n_best=2) (the answer is the best of the n-best)."""
@@ -232,8 +172,9 @@ def test_strategy_options_override_like_translate(dates_ckpt: Path) -> None:
     api.setup("cpu")
     sources = [s for s in LINES if s.strip() and len(s) < 100]
     outputs = api.predict([api.decode_request({"source": s}) for s in sources])
-    assert [o[0] for o in outputs] == api.module.translate(sources, "beam", beam_size=3, n_best=2)
+    assert [o.response()["output"] for o in outputs] == api.module.translate(sources, "beam", beam_size=3, n_best=2)
     assert api.strategy.beam_size == 3 and api.strategy.n_best == 2
+    assert all(len(o.nbest) == 2 and "nbest" not in o.response() for o in outputs)
 
 
 def test_quantize_int8_serves_the_quantized_module(dates_ckpt: Path) -> None:
@@ -249,7 +190,7 @@ def test_quantize_int8_serves_the_quantized_module(dates_ckpt: Path) -> None:
     assert api.module.quantized == "int8"
     sources = [s for s in LINES if s.strip() and len(s) < 100]
     outputs = api.predict([api.decode_request({"source": s}) for s in sources])
-    assert [o[0] for o in outputs] == api.module.translate(sources)
+    assert [o.response()["output"] for o in outputs] == api.module.translate(sources)
 
 
 def test_help_and_errors_before_any_worker_starts(dates_ckpt: Path, tmp_path: Path,
@@ -326,8 +267,11 @@ def test_captioning_base64_images(shapes_ckpt: Path, tmp_path: Path) -> None:
                 status, answer = future.result()
                 assert status == 422 and set(answer) == {"error"} and "image" in answer["error"], answer
         assert server.predict({"source": "a red circle"})[0] == 422
-        status, answer = server.predict({"image": "data:image/png;base64," + images[1]})
-        assert status == 200 and answer["output"] == expected[1]
+        status, answer = server.predict({"image": images[1], "prefix": "a"})  # no prefixes for images
+        assert status == 422 and 'unknown field(s) "prefix"' in answer["error"]
+        status, answer = server.predict({"image": "data:image/png;base64," + images[1], "nbest": True})
+        assert status == 200 and answer["output"] == expected[1] and answer["nbest"][0]["output"] == expected[1]
+        assert set(answer["nbest"][0]) == {"output", "score", "log_prob"}
         stats = json.loads(server.get("/stats")[1])
         assert stats["rejected"] == 3 and stats["searched"] == 4
         assert server.stop() == 0, server.log.read_text()[-3000:]
