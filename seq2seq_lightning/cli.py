@@ -8,8 +8,10 @@ import os
 import re
 import sys
 import warnings
+from argparse import RawDescriptionHelpFormatter
 from typing import Any, Literal, NoReturn
 
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -66,6 +68,27 @@ class Seq2SeqArgumentParser(LightningArgumentParser):
 
 _ARGS: list[str] = []
 
+DESCRIPTION = "seq2seq-lightning: train, evaluate and ship sequence-to-sequence models (translation, captioning)."
+
+#: the subcommands ``main`` runs with parsers of their own, listed under ``seq2seq --help``
+OTHER_SUBCOMMANDS = {
+    "serve": "Serve a checkpoint over HTTP (LitServe, dynamic batching).",
+    "export": "Export a translation checkpoint to ONNX.",
+    "average": "Average the weights of checkpoints into one.",
+    "plugins": "List the registered encoders, decoders and strategies.",
+}
+
+
+def other_subcommands_help() -> str:
+    """The ``seq2seq --help`` epilog: one line per subcommand outside LightningCLI, laid out as
+    LightningCLI's list above it."""
+    lines = [f"    {name:<19} {text}" for name, text in OTHER_SUBCOMMANDS.items()]
+    return "Other subcommands (serve, export, average: add --help for their options):\n" + "\n".join(lines)
+
+
+class HelpFormatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help formatter, keeping the description's and the epilog's lines as written."""
+
 
 class Seq2SeqCLI(LightningCLI):
     """LightningCLI with registry names, tokenizers linked from data to model, and ``--output``."""
@@ -77,6 +100,13 @@ class Seq2SeqCLI(LightningCLI):
         kwargs.setdefault("trainer_class", Seq2SeqTrainer)  # its ``score`` method is ``seq2seq score``
         super().__init__(Seq2SeqModule, LightningDataModule, *args, subclass_mode_model=True,
                          subclass_mode_data=True, **kwargs)
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        """The main parser, its help listing the other subcommands too (:data:`OTHER_SUBCOMMANDS`)."""
+        kwargs.setdefault("description", DESCRIPTION)
+        kwargs.setdefault("epilog", other_subcommands_help())
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        return super().init_parser(**kwargs)
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
