@@ -273,7 +273,7 @@ class Seq2SeqModule(L.LightningModule):
         nll = nll.detach()
         self.token_means[f"{stage}_loss"].update(loss.detach(), ntokens)
         self.token_means[f"{stage}_nll"].update(nll, ntokens)
-        if stage != "train" or self._logs_this_step():
+        if stage != "train" or self._measures_train_accuracy():
             # token accuracy (an argmax over the vocabulary): every evaluation batch, and the training
             # steps the logger records (every log_every_n_steps), not the others
             with torch.no_grad():
@@ -285,7 +285,7 @@ class Seq2SeqModule(L.LightningModule):
             self.log("train/ppl_step", nll.clamp(max=50.0).exp(), batch_size=bs, on_step=True, on_epoch=False)
         return loss
 
-    def _logs_this_step(self) -> bool:
+    def _measures_train_accuracy(self) -> bool:
         """Whether this training step measures token accuracy: the first of each epoch, and those the
         logger records (every ``log_every_n_steps``, 50 when that is 0); every step without a trainer."""
         trainer = self._trainer
@@ -368,8 +368,7 @@ class Seq2SeqModule(L.LightningModule):
         for i, h in enumerate(hyps):
             source = self.source_repr(batch, i)
             empty = not str(batch.source_text[i]).strip()  # an empty input line gets an empty result
-            nbest = [] if empty or errors[i] else [{"output": tok.decode(x.tokens), "score": float(x.score),
-                                                    "log_prob": float(x.log_prob)} for x in h]
+            nbest = [] if empty or errors[i] else nbest_rows(h, tok)
             rows.append({"index": int(batch.index[i]), "input": source,
                          "output": nbest[0]["output"] if nbest else "",
                          "score": nbest[0]["score"] if nbest else None, "nbest": nbest})
@@ -420,6 +419,13 @@ class Seq2SeqModule(L.LightningModule):
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             config["monitor"] = "val/loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def nbest_rows(hyps: list[Hypothesis], tokenizer: Tokenizer) -> list[dict[str, Any]]:
+    """One input's n-best list as predict writes it (and serve answers it): ``output``, ``score`` and
+    ``log_prob`` per hypothesis, best first."""
+    return [{"output": tokenizer.decode(h.tokens), "score": float(h.score), "log_prob": float(h.log_prob)}
+            for h in hyps]
 
 
 def remap_optimizer_states(checkpoint: dict[str, Any], names: list[str]) -> None:

@@ -33,7 +33,7 @@ import litserve as ls
 import torch
 
 from seq2seq_lightning.checkpoints import load_checkpoint
-from seq2seq_lightning.modules.base import _strategy_name, _takes_constraints
+from seq2seq_lightning.modules.base import _strategy_name, _takes_constraints, nbest_rows
 from seq2seq_lightning.search.prefix import forcing_ids
 from seq2seq_lightning.serving.stats import BatchStats
 
@@ -90,10 +90,11 @@ def finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def nbest_rows(hyps: list[Any], tokenizer: Any) -> list[dict[str, Any]]:
-    """The n-best list of ``seq2seq predict``'s JSON line for one input's hypotheses (best first)."""
-    return [{"output": tokenizer.decode(h.tokens), "score": finite(float(h.score)),
-             "log_prob": finite(float(h.log_prob))} for h in hyps]
+def answer_rows(hyps: list[Any], tokenizer: Any) -> list[dict[str, Any]]:
+    """Predict's n-best list for one input's hypotheses (:func:`~seq2seq_lightning.modules.base.nbest_rows`),
+    scores that are not finite as None."""
+    return [{**row, "score": finite(row["score"]), "log_prob": finite(row["log_prob"])}
+            for row in nbest_rows(hyps, tokenizer)]
 
 
 def module_class(hparams: dict[str, Any], ckpt_path: str = "the checkpoint") -> type:
@@ -259,7 +260,7 @@ class Seq2SeqAPI(ls.LitAPI):
             with torch.inference_mode():
                 found = module.search(batch, self.strategy)
             for i, hyps in zip(rows, found):
-                results[i] = Answer(nbest_rows(hyps, module.target_tokenizer), inputs[i].nbest)
+                results[i] = Answer(answer_rows(hyps, module.target_tokenizer), inputs[i].nbest)
         if self.stats is not None:
             self.stats.record(len(rows), empty=sum(isinstance(x, Empty) for x in inputs),
                               rejected=sum(isinstance(x, Rejected) for x in inputs))

@@ -58,7 +58,7 @@ def test_checkpoint_of_another_parameter_order_resumes_the_same(tmp_path: Path) 
     ckpt = torch.load(saved, weights_only=True)
     other = tmp_path / "encoder_first.ckpt"
     torch.save(encoder_first(ckpt, names), other)
-    assert list(torch.load(other, weights_only=True)["state_dict"])[0].startswith("encoder.")
+    assert next(iter(torch.load(other, weights_only=True)["state_dict"])).startswith("encoder.")
 
     finals = []
     for path in (saved, other):
