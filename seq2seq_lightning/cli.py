@@ -68,12 +68,12 @@ class Seq2SeqArgumentParser(LightningArgumentParser):
 
 _ARGS: list[str] = []
 
-DESCRIPTION = "seq2seq-lightning: train, evaluate and ship sequence-to-sequence models (translation, captioning)."
+DESCRIPTION = "seq2seq-lightning: train, evaluate and ship sequence-to-sequence models (text or images in, text out)."
 
 #: the subcommands ``main`` runs with parsers of their own, listed under ``seq2seq --help``
 OTHER_SUBCOMMANDS = {
     "serve": "Serve a checkpoint over HTTP (LitServe, dynamic batching).",
-    "export": "Export a translation checkpoint to ONNX.",
+    "export": "Export a text-to-text checkpoint to ONNX.",
     "average": "Average the weights of checkpoints into one.",
     "plugins": "List the registered encoders, decoders and strategies.",
 }
