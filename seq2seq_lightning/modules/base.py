@@ -210,8 +210,8 @@ class Seq2SeqModule(L.LightningModule):
         constraints: list[list[list[int]]] | None = getattr(batch, "constraints", None)
         if constraints is not None and not any(constraints):
             constraints = None
-        if constraints is not None and not _takes_constraints(type(strategy)):
-            raise ValueError(f"strategy {_strategy_name(type(strategy))!r} does not take constraints; search inputs "
+        if constraints is not None and not takes_constraints(type(strategy)):
+            raise ValueError(f"strategy {strategy_name(type(strategy))!r} does not take constraints; search inputs "
                              "with constraints with strategy='constrained_beam' (--model.strategy=constrained_beam)")
         enc = self.encode(batch)
         tok = self.target_tokenizer
@@ -453,12 +453,12 @@ def remap_optimizer_states(checkpoint: dict[str, Any], names: list[str]) -> None
 
 
 @functools.cache
-def _takes_constraints(cls: type) -> bool:
+def takes_constraints(cls: type) -> bool:
     """Whether a strategy class's ``search`` accepts a ``constraints`` keyword."""
     return "constraints" in inspect.signature(cls.search).parameters
 
 
-def _strategy_name(cls: type) -> str:
+def strategy_name(cls: type) -> str:
     """The registry name of a strategy class, else its class path."""
     return next((e.name for e in STRATEGIES.entries() if e.cls is cls), class_path(cls))
 

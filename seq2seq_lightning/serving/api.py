@@ -33,7 +33,7 @@ import litserve as ls
 import torch
 
 from seq2seq_lightning.checkpoints import load_checkpoint
-from seq2seq_lightning.modules.base import _strategy_name, _takes_constraints, nbest_rows
+from seq2seq_lightning.modules.base import nbest_rows, strategy_name, takes_constraints
 from seq2seq_lightning.search.prefix import forcing_ids
 from seq2seq_lightning.serving.stats import BatchStats
 
@@ -197,7 +197,7 @@ class Seq2SeqAPI(ls.LitAPI):
             module = module.quantize(self.quantize).eval()  # in place, on the CPU (checked by the command line)
         self.module = module
         self.strategy = self.module.build_strategy(self.strategy_name, **self.strategy_kwargs)
-        self.takes_constraints = _takes_constraints(type(self.strategy))
+        self.takes_constraints = takes_constraints(type(self.strategy))
         self.field = field_of(cls)
         if self.field == "image":
             from seq2seq_lightning.data.images import ImageTransform
@@ -231,7 +231,7 @@ class Seq2SeqAPI(ls.LitAPI):
         (prefix_ids,), (phrase_ids,) = forcing_ids(self.module.target_tokenizer, 1, [prefix], [constraints])
         if phrase_ids and not self.takes_constraints:
             return Rejected(422, f'"constraints" need a strategy that takes them; this server decodes with '
-                                 f'{_strategy_name(type(self.strategy))!r}, which does not (serve with '
+                                 f'{strategy_name(type(self.strategy))!r}, which does not (serve with '
                                  f'--strategy constrained_beam to meet constraints)')
         if not source.strip():
             return Empty(nbest)
