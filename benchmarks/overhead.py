@@ -3,8 +3,8 @@
 Same model (configs/translation/multi30k_de_en.yaml), same Multi30k batches in the same order, same
 optimizer (Adam 1e-3), clipping (1.0) and number of steps, in one process. A step's time is the time
 between the starts of consecutive steps, so data fetching and the loop's own work count. Runs alternate
-(Lightning, hand, Lightning, hand, ...) so that drift of the machine hits both alike. Each repeat gives one ratio (trimmed-mean step times);
-the figures are the median ratio over the repeats and its spread (min, max).
+(Lightning, hand, Lightning, hand, ...) so that drift of the machine hits both alike. Each repeat gives
+one ratio (trimmed-mean step times); the figures are the median ratio over the repeats and its spread.
 
     python benchmarks/overhead.py [--steps 60] [--warmup 10] [--repeats 5]
 """
@@ -85,13 +85,13 @@ def main() -> None:
         run = {"lightning": lightning_run(data, args.steps, progress_bar=False)[args.warmup :],
                "hand": hand_run(data, args.steps)[args.warmup :],
                "lightning_bar": lightning_run(data, args.steps, progress_bar=True)[args.warmup :]}
-        hand = trimmed_mean(run["hand"])
+        run_means = {name: trimmed_mean(values) for name, values in run.items()}
         for name, values in run.items():
             times[name] += values
-            if name != "hand":
-                ratios[name].append(trimmed_mean(values) / hand)
+        for name, repeat_ratios in ratios.items():
+            repeat_ratios.append(run_means[name] / run_means["hand"])
         print(f"repeat {repeat + 1}/{args.repeats}: " + ", ".join(
-            f"{name} {trimmed_mean(v) * 1000:.1f} ms" for name, v in run.items()), flush=True)
+            f"{name} {mean * 1000:.1f} ms" for name, mean in run_means.items()), flush=True)
     means = {k: trimmed_mean(v) for k, v in times.items()}
     steps = len(times["hand"])
     emit("overhead", "hand-written loop step time", means["hand"] * 1000, "ms", steps=steps)
@@ -102,6 +102,7 @@ def main() -> None:
         emit("overhead", label, statistics.median(values), "ratio", "<= 1.02", steps=steps,
              statistic=f"median of {len(values)} repeats", spread=[round(min(values), 4), round(max(values), 4)],
              repeats=[round(v, 4) for v in values])
+
 
 if __name__ == "__main__":
     main()
