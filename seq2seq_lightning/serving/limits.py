@@ -3,7 +3,8 @@
 Predict cuts each source to its data module's ``max_source_len`` tokens. Checkpoints do not carry
 the data module's settings, so the limit is read, in order, from: the ``--max_source_len`` option;
 the data module of ``--config`` (the config predict would be given); the ``config.yaml`` the
-training run saved beside its ``checkpoints/`` folder, when it describes the checkpoint's module class;
+training run saved (beside its ``checkpoints/`` folder, or two folders up with the W&B logger: see
+:func:`run_config`), when it describes the checkpoint's module class;
 else the default of :class:`~seq2seq_lightning.data.translation.TranslationDataModule`.
 """
 
@@ -40,10 +41,13 @@ def config_data_limit(config: str | os.PathLike) -> int | None:
 
 
 def run_config(ckpt_path: str | os.PathLike, model_class_path: str | None) -> Path | None:
-    """The ``config.yaml`` of the training run a checkpoint belongs to (``RUN/checkpoints/x.ckpt`` ->
-    ``RUN/config.yaml``), if it names the same module class."""
+    """The ``config.yaml`` of the training run a checkpoint belongs to, if it names the same module class.
+
+    The nearest one of the checkpoint's four enclosing folders: ``RUN/checkpoints/x.ckpt`` without a
+    logger or with CSV and TensorBoard loggers (their version folders included), and
+    ``RUN/PROJECT/ID/checkpoints/x.ckpt`` with the W&B logger, which saves ``config.yaml`` in ``RUN``."""
     ckpt = Path(ckpt_path).resolve()
-    for folder in (ckpt.parent, ckpt.parent.parent):
+    for folder in ckpt.parents[:4]:
         found = folder / "config.yaml"
         if found.is_file():
             try:
