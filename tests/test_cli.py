@@ -1,16 +1,24 @@
-"""The `seq2seq` command line, driven in subprocesses like a user would."""
+"""The `seq2seq` command line, driven in subprocesses like a user would (parse-only commands, ``--help`` and
+``--print_config``, in this process: ``seq2seq_here`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from tests.conftest import Seq2SeqHere
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "translation" / "dates.yaml"
@@ -30,13 +38,44 @@ def seq2seq(*args: str, check: bool = True, cwd: Path = ROOT) -> subprocess.Comp
     return proc
 
 
+def seq2seq_together(*commands: list[str], check: bool = True, cwd: Path = ROOT) -> list[subprocess.CompletedProcess]:
+    """``seq2seq ARGS`` for every ARGS in ``commands``, each run as :func:`seq2seq` runs it, all started at
+    once: for runs that do not depend on each other (their start-ups, mostly imports on one core, overlap).
+    Side by side, each run has one thread, so that their threads do not spin against each other's on two
+    cores. Their results, in order; with ``check``, an AssertionError for the first that failed."""
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    if len(commands) > 1:
+        env["OMP_NUM_THREADS"] = "1"
+    with contextlib.ExitStack() as stack:
+        logs = [tuple(stack.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2)) for _ in commands]
+        procs = [subprocess.Popen([sys.executable, "-m", "seq2seq_lightning.cli", *args], cwd=cwd, env=env,
+                                  stdout=out, stderr=err) for args, (out, err) in zip(commands, logs)]
+        deadline = time.monotonic() + 600 * len(commands)  # seq2seq() gives each run 600 s
+        try:
+            for proc in procs:
+                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        results = []
+        for args, proc, (out, err) in zip(commands, procs, logs):
+            out.seek(0)
+            err.seek(0)
+            results.append(subprocess.CompletedProcess(args, proc.returncode, out.read(), err.read()))
+    for args, result in zip(commands, results):
+        if check and result.returncode != 0:
+            raise AssertionError(f"seq2seq {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n"
+                                 f"{result.stderr}")
+    return results
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny fit shared by the tests below; returns its run folder."""
-    run = tmp_path_factory.mktemp("run")
-    proc = seq2seq("fit", "-c", str(CONFIG), *TINY, f"--trainer.default_root_dir={run}")
-    assert "Example outputs (val)" in proc.stdout  # examples printed at the end of fit
-    return run
+def trained(tiny_dates_run: Path) -> Path:
+    """One tiny fit shared by the tests below (``fit -c dates.yaml`` with TINY, trained once a session in
+    tests/conftest.py, which checks the examples printed at the end of fit); returns its run folder."""
+    return tiny_dates_run
 
 
 def last_ckpt(run: Path) -> Path:
@@ -58,11 +97,12 @@ def test_predict_txt_and_jsonl_in_input_order(trained: Path, tmp_path: Path) -> 
     src = tmp_path / "in.txt"
     src.write_bytes(("\ufeff" + "\r\n".join(lines) + "\n").encode("utf-8"))
     ckpt = str(last_ckpt(trained))
+    seq2seq_together(*(["predict", "-c", str(CONFIG), "--ckpt_path", ckpt, f"--data.init_args.predict_path={src}",
+                        "--output", str(tmp_path / f"out.{suffix}"), "--model.strategy=beam",
+                        "--model.strategy.n_best=2", f"--trainer.default_root_dir={tmp_path / suffix}"]
+                       for suffix in ("txt", "jsonl")))
     for suffix in ("txt", "jsonl"):
         out = tmp_path / f"out.{suffix}"
-        seq2seq("predict", "-c", str(CONFIG), "--ckpt_path", ckpt, f"--data.init_args.predict_path={src}",
-                "--output", str(out), "--model.strategy=beam", "--model.strategy.n_best=2",
-                f"--trainer.default_root_dir={tmp_path}")
         rows = out.read_text(encoding="utf-8").split("\n")
         assert rows[-1] == "" and len(rows) - 1 == len(lines)
         if suffix == "jsonl":
@@ -110,37 +150,39 @@ def test_test_subcommand_reports_metrics(trained: Path, tmp_path: Path) -> None:
     assert "Example outputs (test)" in proc.stdout
 
 
-def test_registry_names_and_class_paths_both_work(tmp_path: Path) -> None:
-    by_name = seq2seq("fit", "-c", str(CONFIG), "--model.encoder=rnn", "--model.encoder.cell=lstm",
-                      "--model.strategy=beam", "--model.strategy.beam_size=3", "--print_config")
+def test_registry_names_and_class_paths_both_work(seq2seq_here: Seq2SeqHere) -> None:
+    by_name = seq2seq_here("fit", "-c", str(CONFIG), "--model.encoder=rnn", "--model.encoder.cell=lstm",
+                           "--model.strategy=beam", "--model.strategy.beam_size=3", "--print_config")
     assert "class_path: seq2seq_lightning.encoders.rnn.RNNEncoder" in by_name.stdout
     assert "cell: lstm" in by_name.stdout and "beam_size: 3" in by_name.stdout
-    by_path = seq2seq("fit", "-c", str(CONFIG), "--model.strategy=seq2seq_lightning.search.beam.BeamSearch",
-                      "--print_config")
+    by_path = seq2seq_here("fit", "-c", str(CONFIG),
+                           "--model.strategy=seq2seq_lightning.search.beam.BeamSearch", "--print_config")
     assert "class_path: seq2seq_lightning.search.beam.BeamSearch" in by_path.stdout
 
 
 def test_unknown_strategy_is_a_short_error() -> None:
+    """In a real process (the other bad options of tests/test_errors.py run in this one)."""
     proc = seq2seq("fit", "-c", str(CONFIG), "--model.strategy=bem", "--print_config", check=False)
     assert proc.returncode != 0
     assert "bem" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_help_documents_options() -> None:
-    out = seq2seq("fit", "--model.help", "seq2seq_lightning.TranslationModule").stdout
+def test_help_documents_options(seq2seq_here: Seq2SeqHere) -> None:
+    out = seq2seq_here("fit", "--model.help", "seq2seq_lightning.TranslationModule").stdout
     assert "label smoothing" in out and "max_len_a" in out
-    out = seq2seq("fit", "--model.strategy.help", "beam").stdout
+    out = seq2seq_here("fit", "--model.strategy.help", "beam").stdout
     assert "beam_size" in out and "length_penalty" in out
 
 
 def test_plugins_command_lists_builtins() -> None:
+    """In a real process: the one `seq2seq plugins` run where the example plugins are not installed."""
     out = seq2seq("plugins").stdout
     for name in ("rnn", "greedy", "beam", "sampling", "seq2seq-lightning"):
         assert name in out
 
 
-def test_print_config_gives_a_config_that_runs(tmp_path: Path) -> None:
-    printed = seq2seq("fit", "-c", str(CONFIG), *TINY, "--trainer.logger=false", "--print_config").stdout
+def test_print_config_gives_a_config_that_runs(seq2seq_here: Seq2SeqHere, tmp_path: Path) -> None:
+    printed = seq2seq_here("fit", "-c", str(CONFIG), *TINY, "--trainer.logger=false", "--print_config").stdout
     saved = tmp_path / "printed.yaml"
     saved.write_text(printed)
     seq2seq("fit", "-c", str(saved), "--trainer.max_steps=2", "--trainer.limit_val_batches=1",

@@ -22,11 +22,10 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("captioning-run")
-    proc = seq2seq("fit", "-c", str(CONFIG), *TINY, f"--trainer.default_root_dir={run}")
-    assert "Example outputs (val)" in proc.stdout
-    return run
+def trained(tiny_shapes_run: Path) -> Path:
+    """The session's tiny fit of TINY (tests/conftest.py, which checks the examples printed at the end of
+    fit); its run folder."""
+    return tiny_shapes_run
 
 
 def test_fit_writes_checkpoint_config_and_attention_pictures(trained: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import CONFIG, TINY, last_ckpt, seq2seq
+from tests.test_cli import CONFIG, last_ckpt, seq2seq, seq2seq_together
 
 LINES = [
     {"source": "25th of June, 2009", "prefix": "2009-"},
@@ -22,21 +22,22 @@ LINES = [
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("run")
-    seq2seq("fit", "-c", str(CONFIG), *TINY, f"--trainer.default_root_dir={run}", "--trainer.logger=false")
-    return last_ckpt(run)
+def trained(tiny_dates_run: Path) -> Path:
+    """The checkpoint of the session's tiny dates fit (``fit -c dates.yaml`` with TINY, tests/conftest.py)."""
+    return last_ckpt(tiny_dates_run)
 
 
 def test_jsonl_predict_forces_prefixes_meets_constraints_and_keeps_error_rows(trained: Path, tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in LINES) + "\n", encoding="utf-8")
     outputs = {}
-    for suffix in ("jsonl", "txt"):
+    procs = seq2seq_together(*(["predict", "-c", str(CONFIG), "--ckpt_path", str(trained),
+                                f"--data.init_args.predict_path={src}", "--output", str(tmp_path / f"out.{suffix}"),
+                                "--model.strategy=constrained_beam", "--model.strategy.beam_size=5",
+                                "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"]
+                               for suffix in ("jsonl", "txt")))
+    for suffix, proc in zip(("jsonl", "txt"), procs):
         out = tmp_path / f"out.{suffix}"
-        proc = seq2seq("predict", "-c", str(CONFIG), "--ckpt_path", str(trained), f"--data.init_args.predict_path={src}",
-                       "--output", str(out), "--model.strategy=constrained_beam", "--model.strategy.beam_size=5",
-                       "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}")
         assert "2 of 8 predict input lines" in proc.stderr + proc.stdout  # one warning for the malformed lines
         outputs[suffix] = out.read_text(encoding="utf-8").split("\n")
         assert outputs[suffix][-1] == "" and len(outputs[suffix]) - 1 == len(LINES)

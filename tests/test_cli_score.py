@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -14,6 +15,9 @@ from PIL import Image
 from seq2seq_lightning import CaptioningModule, TranslationModule
 from tests.test_cli import ROOT, last_ckpt, seq2seq
 
+if TYPE_CHECKING:
+    from tests.conftest import Seq2SeqHere
+
 DATES = ROOT / "configs" / "translation" / "dates.yaml"
 SHAPES = ROOT / "configs" / "captioning" / "shapes.yaml"
 DATES_TINY = [
@@ -21,13 +25,6 @@ DATES_TINY = [
     "--model.init_args.encoder.init_args.hidden_size=32", "--model.init_args.decoder.init_args.hidden_size=32",
     "--data.init_args.batch_size=32", "--model.init_args.optimizer.init_args.lr=0.01", "--trainer.max_epochs=3",
     "--trainer.logger=false", "--trainer.enable_model_summary=false",
-]
-SHAPES_TINY = [
-    "--data.init_args.num_train=64", "--data.init_args.num_val=8", "--data.init_args.num_test=8",
-    "--data.init_args.image_size=32", "--data.init_args.batch_size=16",
-    "--model.init_args.encoder.init_args.width_mult=0.125", "--model.init_args.decoder.init_args.hidden_size=16",
-    "--model.init_args.max_len=12", "--trainer.max_epochs=1", "--trainer.logger=false",
-    "--trainer.enable_model_summary=false",
 ]
 SOURCES = ["25th of June, 2009", "3 mars 1998", "Jun 1, 1950", "tuesday 4 july 2000", "1 January 2001",
            "December 31st, 1999"]
@@ -52,9 +49,9 @@ def score(config: Path, ckpt: Path, pairs: Path, out: Path, *extra: str):
                    "--output", str(out), "--trainer.logger=false", f"--trainer.default_root_dir={out.parent}", *extra)
 
 
-def test_help_lists_score_and_explains_its_options() -> None:
-    assert "score" in seq2seq("--help").stdout
-    text = seq2seq("score", "--help").stdout
+def test_help_lists_score_and_explains_its_options(seq2seq_here: Seq2SeqHere) -> None:
+    assert "score" in seq2seq_here("--help").stdout
+    text = seq2seq_here("score", "--help").stdout
     assert "Forced decoding" in text and "--output" in text and "--ckpt_path" in text and "token_log_probs" in text
 
 
@@ -129,10 +126,10 @@ def test_json_lines_pairs_with_malformed_lines(dates_ckpt: Path, tmp_path: Path)
 
 # -- captioning ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def shapes_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("shapes-run")
-    seq2seq("fit", "-c", str(SHAPES), *SHAPES_TINY, f"--trainer.default_root_dir={run}")
-    return last_ckpt(run)
+def shapes_ckpt(tiny_shapes_run: Path) -> Path:
+    """The checkpoint of the session's tiny shapes fit (tests/conftest.py): ``fit -c shapes.yaml`` with the TINY
+    of tests/test_cli_captioning.py (64 images of 32 pixels, width 0.125, hidden size 16, one epoch)."""
+    return last_ckpt(tiny_shapes_run)
 
 
 def test_captioning_pairs_with_unreadable_images(shapes_ckpt: Path, tmp_path: Path) -> None:

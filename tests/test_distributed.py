@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import CONFIG, TINY, seq2seq
+from tests.test_cli import CONFIG, TINY, seq2seq, seq2seq_together
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +35,14 @@ def test_ddp_predict_equals_single_process(ddp_run: Path, tmp_path: Path) -> Non
     src = tmp_path / "in.txt"
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
     ckpt = str(min(ddp_run.rglob("last.ckpt")))
-    outputs = {}
-    for devices, strategy in ((1, "auto"), (2, "ddp")):
-        out = tmp_path / f"out{devices}.jsonl"
-        seq2seq("predict", "-c", str(CONFIG), "--ckpt_path", ckpt, f"--data.init_args.predict_path={src}",
-                "--output", str(out), "--trainer.accelerator=cpu", f"--trainer.devices={devices}",
-                f"--trainer.strategy={strategy}", "--trainer.logger=false", "--data.init_args.eval_batch_size=8",
-                f"--trainer.default_root_dir={tmp_path / str(devices)}")
-        outputs[devices] = [json.loads(r) for r in out.read_text(encoding="utf-8").splitlines()]
+    runs = ((1, "auto"), (2, "ddp"))
+    seq2seq_together(*(["predict", "-c", str(CONFIG), "--ckpt_path", ckpt, f"--data.init_args.predict_path={src}",
+                        "--output", str(tmp_path / f"out{devices}.jsonl"), "--trainer.accelerator=cpu",
+                        f"--trainer.devices={devices}", f"--trainer.strategy={strategy}", "--trainer.logger=false",
+                        "--data.init_args.eval_batch_size=8", f"--trainer.default_root_dir={tmp_path / str(devices)}"]
+                       for devices, strategy in runs))
+    outputs = {devices: [json.loads(r) for r in (tmp_path / f"out{devices}.jsonl").read_text(
+        encoding="utf-8").splitlines()] for devices, _ in runs}
     one, two = outputs[1], outputs[2]
     assert len(one) == len(two) == len(lines)  # every input exactly once
     assert [r["input"] for r in two] == lines  # in input order

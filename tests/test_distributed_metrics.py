@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.test_cli import CONFIG, ROOT, last_ckpt, seq2seq
+from tests.test_cli import CONFIG, ROOT, last_ckpt, seq2seq, seq2seq_together
 
 CAPTIONING = ROOT / "configs" / "captioning" / "shapes.yaml"
 CSV_LOGGER = "--trainer.logger=lightning.pytorch.loggers.CSVLogger"
@@ -37,13 +37,15 @@ def logged(root: Path) -> dict[str, float]:
 
 
 def on_one_and_two_processes(*args: str, root: Path) -> dict[int, dict[str, float]]:
-    """``seq2seq ARGS`` on one process, then on two DDP processes; the metrics each logged."""
+    """``seq2seq ARGS`` on one process and on two DDP processes, started together; the metrics each logged."""
+    runs = ((1, "auto"), (2, "ddp"))
+    seq2seq_together(*([*args, "--trainer.accelerator=cpu", f"--trainer.devices={devices}",
+                        f"--trainer.strategy={strategy}", CSV_LOGGER,
+                        f"--trainer.logger.init_args.save_dir={root / f'devices={devices}'}",
+                        f"--trainer.default_root_dir={root / f'devices={devices}'}"] for devices, strategy in runs))
     metrics = {}
-    for devices, strategy in ((1, "auto"), (2, "ddp")):
-        out = root / f"devices={devices}"
-        seq2seq(*args, "--trainer.accelerator=cpu", f"--trainer.devices={devices}", f"--trainer.strategy={strategy}",
-                CSV_LOGGER, f"--trainer.logger.init_args.save_dir={out}", f"--trainer.default_root_dir={out}")
-        metrics[devices] = logged(out)
+    for devices, _ in runs:
+        metrics[devices] = logged(root / f"devices={devices}")
         print(f"{devices} process(es):", {k: round(v, 7) for k, v in sorted(metrics[devices].items())})
     return metrics
 

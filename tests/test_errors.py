@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -17,6 +18,9 @@ from tests.test_cli import (
     trained,  # noqa: F401 - the shared tiny run fixture
 )
 
+if TYPE_CHECKING:
+    from tests.conftest import Seq2SeqHere
+
 
 @pytest.mark.parametrize(("option", "expected"), [
     ("--model.encoder.hiden_size=3", ["hiden_size", "--model.encoder.hiden_size"]),
@@ -25,8 +29,10 @@ from tests.test_cli import (
     ("--model.strategy=bem", ["bem", "beam", "greedy"]),
     ("--data.init_args.nosuch=1", ["nosuch", "not accepted"]),
 ])
-def test_bad_options_give_a_short_error(option: str, expected: list[str]) -> None:
-    proc = seq2seq("fit", "-c", str(CONFIG), option, "--trainer.logger=false", "--trainer.max_steps=1", check=False)
+def test_bad_options_give_a_short_error(seq2seq_here: Seq2SeqHere, option: str, expected: list[str]) -> None:
+    """Parsed in this process, as the console script parses them (tests/test_cli.py checks one in a real process)."""
+    proc = seq2seq_here("fit", "-c", str(CONFIG), option, "--trainer.logger=false", "--trainer.max_steps=1",
+                        check=False)
     assert proc.returncode == 2
     error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1, proc.stderr[-2000:]
@@ -36,21 +42,23 @@ def test_bad_options_give_a_short_error(option: str, expected: list[str]) -> Non
     assert len(error[0]) < 400
 
 
-def test_unknown_key_in_a_config_file(tmp_path: Path) -> None:
+def test_unknown_key_in_a_config_file(seq2seq_here: Seq2SeqHere, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  class_path: seq2seq_lightning.TranslationModule\n  init_args:\n    bogus_key: 3\n")
-    proc = seq2seq("fit", "-c", str(bad), check=False)
+    proc = seq2seq_here("fit", "-c", str(bad), check=False)
     assert proc.returncode == 2 and "bogus_key" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_missing_files_are_named(trained: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_missing_files_are_named(seq2seq_here: Seq2SeqHere, trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The missing input in a real process (predict starts); the missing checkpoint in this one (refused
+    before anything is built)."""
     missing = tmp_path / "nope.txt"
     proc = seq2seq("predict", "-c", str(CONFIG), "--ckpt_path", str(last_ckpt(trained)),
                    f"--data.init_args.predict_path={missing}", "--output", str(tmp_path / "o.txt"),
                    "--trainer.logger=false", check=False)
     assert proc.returncode != 0 and str(missing) in proc.stderr and "Traceback" not in proc.stderr
-    proc = seq2seq("predict", "-c", str(CONFIG), "--ckpt_path", str(tmp_path / "none.ckpt"),
-                   "--trainer.logger=false", check=False)
+    proc = seq2seq_here("predict", "-c", str(CONFIG), "--ckpt_path", str(tmp_path / "none.ckpt"),
+                        "--trainer.logger=false", check=False)
     assert proc.returncode != 0 and "none.ckpt" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -61,7 +69,7 @@ class Payload:
         return (print, ("this ran while loading",))
 
 
-def test_pickled_payload_is_refused(trained: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_pickled_payload_is_refused(seq2seq_here: Seq2SeqHere, trained: Path, tmp_path: Path) -> None:  # noqa: F811
     ckpt = torch.load(last_ckpt(trained), weights_only=True)
     ckpt["extra"] = Payload()
     evil = tmp_path / "evil.ckpt"
@@ -72,7 +80,8 @@ def test_pickled_payload_is_refused(trained: Path, tmp_path: Path) -> None:  # n
 
     with pytest.raises(UnsafeCheckpointError):
         TranslationModule.load_from_checkpoint(evil)
-    proc = seq2seq("predict", "-c", str(CONFIG), "--ckpt_path", str(evil), "--trainer.logger=false", check=False)
+    proc = seq2seq_here("predict", "-c", str(CONFIG), "--ckpt_path", str(evil), "--trainer.logger=false",
+                        check=False)
     assert proc.returncode != 0 and "refusing to load" in proc.stderr
     assert "this ran while loading" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
 

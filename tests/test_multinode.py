@@ -53,11 +53,13 @@ def test_two_node_predict_equals_one_process(nodes_run: Path, tmp_path: Path) ->
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
     ckpt = min(nodes_run.rglob("last.ckpt"))
     one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
-    codes, logs = nodes(*_predict(src, two, ckpt, tmp_path / "two"))
+    # the two nodes and the one process, started together
+    (*codes, code), (*logs, one_log), _ = run_together(
+        [*torchrun_nodes(2, *_predict(src, two, ckpt, tmp_path / "two"), *NODES),
+         cli(*_predict(src, one, ckpt, tmp_path / "one"), "--trainer.logger=false", "--trainer.accelerator=cpu")],
+        timeout=480)  # the 240 s each had when they ran one after the other
     assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
-    (code,), (log,), _ = run_together([cli(*_predict(src, one, ckpt, tmp_path / "one"), "--trainer.logger=false",
-                                           "--trainer.accelerator=cpu")], timeout=240)
-    assert code == 0, log[-3000:]
+    assert code == 0, one_log[-3000:]
     rows = {k: [json.loads(r) for r in p.read_text(encoding="utf-8").splitlines()] for k, p in (("1", one), ("2", two))}
     assert len(rows["2"]) == len(lines) and [r["input"] for r in rows["2"]] == lines  # every input once, in order
     assert [r["output"] for r in rows["2"]] == [r["output"] for r in rows["1"]]

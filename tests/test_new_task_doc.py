@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,21 +25,46 @@ def seq2seq(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=600)
 
 
+@contextlib.contextmanager
+def seq2seq_aside(*args: str, cwd: Path) -> Iterator[Callable[[], subprocess.CompletedProcess]]:
+    """``seq2seq(*args, cwd=cwd)`` started on entering, to run beside the body; the callable it gives waits
+    for it and returns its result. Killed on leaving if it is still running."""
+    env = dict(os.environ, PYTHONPATH=str(cwd), WANDB_MODE="offline", COLUMNS="200")
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "seq2seq_lightning.cli", *args], cwd=cwd, env=env,
+                                stdout=out, stderr=err)
+
+        def result() -> subprocess.CompletedProcess:
+            proc.wait(timeout=600)
+            out.seek(0)
+            err.seek(0)
+            return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+
+        try:
+            yield result
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def test_the_walk_through_trains_and_tests_a_third_task(tmp_path: Path) -> None:
     (code,), (config,) = blocks("python"), blocks("yaml")
     (tmp_path / "reverse_task.py").write_text(code)
     (tmp_path / "reverse.yaml").write_text(config)
     small = ["--trainer.max_epochs=2", "--data.init_args.num_train=600", "--data.init_args.num_val=40",
              "--data.init_args.num_test=40"]
-    fit = seq2seq("fit", "-c", "reverse.yaml", *small, cwd=tmp_path)
-    assert fit.returncode == 0, fit.stderr[-3000:]
-    assert "Example outputs (val)" in fit.stdout
-    ckpts = sorted((tmp_path / "runs" / "reverse").rglob("*.ckpt"))
-    assert ckpts, "fit wrote no checkpoint"
-    test = seq2seq("test", "-c", "reverse.yaml", "--ckpt_path", str(ckpts[-1]), *small, cwd=tmp_path)
-    assert test.returncode == 0, test.stderr[-3000:]
-    assert "test/exact_match" in test.stdout and "test/loss" in test.stdout
-    helped = seq2seq("fit", "-c", "reverse.yaml", "--model.help", "reverse_task.ReverseModule", cwd=tmp_path)
+    with seq2seq_aside("fit", "-c", "reverse.yaml", "--model.help", "reverse_task.ReverseModule",
+                       cwd=tmp_path) as help_result:  # the help runs beside the fit and the test
+        fit = seq2seq("fit", "-c", "reverse.yaml", *small, cwd=tmp_path)
+        assert fit.returncode == 0, fit.stderr[-3000:]
+        assert "Example outputs (val)" in fit.stdout
+        ckpts = sorted((tmp_path / "runs" / "reverse").rglob("*.ckpt"))
+        assert ckpts, "fit wrote no checkpoint"
+        test = seq2seq("test", "-c", "reverse.yaml", "--ckpt_path", str(ckpts[-1]), *small, cwd=tmp_path)
+        assert test.returncode == 0, test.stderr[-3000:]
+        assert "test/exact_match" in test.stdout and "test/loss" in test.stdout
+        helped = help_result()
     assert "extra_steps" in helped.stdout and "decoding may run for the source length" in helped.stdout
 
 

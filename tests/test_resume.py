@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,30 +53,40 @@ def test_kill_9_and_resume_gives_the_uninterrupted_weights(tmp_path: Path) -> No
     fast = config(tmp_path, every=5, slow=0.0)
     slow = config(tmp_path, every=5, slow=0.15)
     straight = tmp_path / "straight"
-    subprocess.run(command(fast, straight), cwd=ROOT, env=env(), check=True, capture_output=True, timeout=300)
+    # the uninterrupted run alongside the broken one and its resume (neither needs the other)
+    with tempfile.TemporaryFile() as log:
+        uninterrupted = subprocess.Popen(command(fast, straight), cwd=ROOT, env=env(), stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            broken = tmp_path / "broken"
+            proc = subprocess.Popen(command(slow, broken), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+            last = broken / "checkpoints" / "last.ckpt"
+            deadline = time.time() + 240
+            step = 0
+            while time.time() < deadline and proc.poll() is None:
+                if last.exists():
+                    try:
+                        step = torch.load(last, weights_only=True)["global_step"]
+                    except Exception:  # noqa: BLE001 - the atomic rename means this should never happen
+                        raise AssertionError("last.ckpt was readable-incomplete: saves are not atomic")
+                    if step >= 25:
+                        break
+                time.sleep(0.05)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            assert 25 <= step < 60, f"the run was not killed in the middle (step {step})"
+            assert step % 19 != 0  # inside an epoch: 600 examples / 32 = 19 batches an epoch
 
-    broken = tmp_path / "broken"
-    proc = subprocess.Popen(command(slow, broken), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    last = broken / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 240
-    step = 0
-    while time.time() < deadline and proc.poll() is None:
-        if last.exists():
-            try:
-                step = torch.load(last, weights_only=True)["global_step"]
-            except Exception:  # noqa: BLE001 - the atomic rename means this should never happen
-                raise AssertionError("last.ckpt was readable-incomplete: saves are not atomic")
-            if step >= 25:
-                break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert 25 <= step < 60, f"the run was not killed in the middle (step {step})"
-    assert step % 19 != 0  # inside an epoch: 600 examples / 32 = 19 batches an epoch
-
-    subprocess.run(command(fast, broken, f"--ckpt_path={last}"), cwd=ROOT, env=env(), check=True,
-                   capture_output=True, timeout=300)
+            subprocess.run(command(fast, broken, f"--ckpt_path={last}"), cwd=ROOT, env=env(), check=True,
+                           capture_output=True, timeout=300)
+            code = uninterrupted.wait(timeout=300)
+        finally:
+            if uninterrupted.poll() is None:
+                os.killpg(uninterrupted.pid, signal.SIGKILL)
+                uninterrupted.wait()
+        log.seek(0)
+        assert code == 0, f"the uninterrupted run failed ({code}):\n{log.read().decode(errors='replace')[-3000:]}"
     a, b = weights(straight), weights(broken)
     assert a.keys() == b.keys()
     worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)

@@ -7,11 +7,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from PIL import Image
 
 from seq2seq_lightning.analysis.analyze import TOLERANCE, Output, sentence_record
+
+if TYPE_CHECKING:
+    from tests.conftest import Seq2SeqHere
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "translation" / "dates.yaml"
@@ -32,11 +36,10 @@ def seq2seq(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("fit")
-    seq2seq("fit", "-c", str(CONFIG), *TINY, "--trainer.max_epochs=1", "--trainer.enable_model_summary=false",
-            "--trainer.logger=false", f"--trainer.default_root_dir={run}")
-    return max(run.rglob("last.ckpt"))
+def ckpt(tiny_dates_run: Path) -> Path:
+    """The checkpoint of the session's tiny dates fit (tests/conftest.py): ``fit -c dates.yaml`` with TINY
+    below, one epoch, no model summary."""
+    return max(tiny_dates_run.rglob("last.ckpt"))
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +131,8 @@ def test_picture_is_a_png_and_logged_to_wandb_in_the_run_folder(analysed: tuple[
         assert image.format == "PNG"
 
 
-def test_help_explains_every_option() -> None:
-    text = seq2seq("analyze", "--help").stdout
+def test_help_explains_every_option(seq2seq_here: Seq2SeqHere) -> None:
+    text = seq2seq_here("analyze", "--help").stdout
     for option in ("--ckpt_path", "--beam_sizes", "--exact", "--limit", "--length_penalty", "--max_expansions",
                    "--output", "--progress", "--data", "--trainer"):
         assert option in text

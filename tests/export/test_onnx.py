@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import pytest
@@ -24,6 +25,9 @@ from seq2seq_lightning.export import OnnxTranslator, export_onnx
 from seq2seq_lightning.export.onnx_deps import require
 from seq2seq_lightning.export.onnx_graphs import check_exportable
 from seq2seq_lightning.registry import STRATEGIES
+
+if TYPE_CHECKING:
+    from tests.conftest import Seq2SeqHere
 
 ROOT = Path(__file__).resolve().parents[2]
 GRU = {"encoder": {"class_path": "rnn", "init_args": {"embedding_size": 16, "hidden_size": 24}},
@@ -314,12 +318,12 @@ def test_importing_the_package_needs_no_onnx() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=300)
 
 
-def test_export_help_and_errors(trained: Path, tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+def test_export_help_and_errors(seq2seq_here: Seq2SeqHere, trained: Path, tmp_path: Path) -> None:
+    """`seq2seq export` in this process: help and refusals before anything is exported (the ``exported``
+    fixture runs it in a real one)."""
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "seq2seq_lightning.cli", "export", *args], check=False, cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=300)
+        return seq2seq_here("export", *args, check=False)
 
     help_text = run("--help").stdout
     for option in ("--ckpt_path", "--output", "--opset", "--no-verify", "OnnxTranslator"):

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import CONFIG, TINY, last_ckpt, seq2seq
+from tests.test_cli import last_ckpt
 
 
 @pytest.fixture(scope="package")
-def dates_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("serve-dates")
-    seq2seq("fit", "-c", str(CONFIG), *TINY, "--trainer.logger=false", f"--trainer.default_root_dir={run}")
-    return last_ckpt(run)
+def dates_ckpt(tiny_dates_run: Path) -> Path:
+    """The checkpoint of the session's tiny dates fit (``fit -c dates.yaml`` with TINY, tests/conftest.py)."""
+    return last_ckpt(tiny_dates_run)

@@ -1,6 +1,6 @@
 """`seq2seq serve` as a user runs it: a real server in a subprocess on 127.0.0.1, real HTTP clients.
 
-Tiny dates and shapes models are trained here; every answer is checked against `seq2seq predict`
+On the session's tiny dates and shapes models (tests/conftest.py); every answer is checked against `seq2seq predict`
 (translation) or `caption()` (captioning) on the same inputs.
 """
 
@@ -23,8 +23,6 @@ import pytest
 
 from tests.serving.harness import MAX_BYTES, Server, clean_up, launch, same_answer, wait_ready
 from tests.test_cli import CONFIG, last_ckpt, seq2seq
-from tests.test_cli_captioning import CONFIG as CAPTION_CONFIG
-from tests.test_cli_captioning import TINY as CAPTION_TINY
 
 
 @pytest.fixture(scope="module")
@@ -218,11 +216,10 @@ def test_help_and_errors_before_any_worker_starts(dates_ckpt: Path, tmp_path: Pa
 
 # -- captioning -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def shapes_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("serve-shapes")
-    seq2seq("fit", "-c", str(CAPTION_CONFIG), *CAPTION_TINY, "--trainer.logger=false",
-            f"--trainer.default_root_dir={run}")
-    return last_ckpt(run)
+def shapes_ckpt(tiny_shapes_run: Path) -> Path:
+    """The checkpoint of the session's tiny shapes fit (tests/conftest.py: the captioning TINY of
+    tests/test_cli_captioning.py)."""
+    return last_ckpt(tiny_shapes_run)
 
 
 def test_captioning_base64_images(shapes_ckpt: Path, tmp_path: Path) -> None:

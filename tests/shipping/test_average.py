@@ -4,6 +4,7 @@ translates, and clear errors for checkpoints of different architectures or token
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -13,6 +14,9 @@ from seq2seq_lightning.data.dates import DatesDataModule
 from seq2seq_lightning.export.average import AverageError, average_checkpoints
 
 from .conftest import seq2seq
+
+if TYPE_CHECKING:
+    from tests.conftest import Seq2SeqHere
 
 
 def test_average_is_the_mean_and_translates(dates_ckpt: Path, perturbed_ckpt: Path, tmp_path: Path,
@@ -49,14 +53,16 @@ def test_one_checkpoint_keeps_the_weights_and_integer_buffers_come_from_the_firs
             assert torch.equal(single[key], value), key
 
 
-def test_different_architecture_is_a_clear_error(dates_ckpt: Path, tmp_path: Path) -> None:
+def test_different_architecture_is_a_clear_error(seq2seq_here: Seq2SeqHere, dates_ckpt: Path,
+                                                 tmp_path: Path) -> None:
+    """`seq2seq average` in this process (the first test runs it in a real one)."""
     ckpt = torch.load(dates_ckpt, weights_only=True)
     other = TranslationModule(encoder={"class_path": "rnn", "init_args": {"hidden_size": 8}},
                               tokenizers=ckpt["hyper_parameters"]["tokenizers"])
     wider = dict(ckpt, state_dict=other.state_dict(), hyper_parameters=dict(other.hparams))
     torch.save(wider, tmp_path / "other.ckpt")
-    proc = seq2seq("average", str(dates_ckpt), str(tmp_path / "other.ckpt"), "--output", str(tmp_path / "x.ckpt"),
-                   check=False)
+    proc = seq2seq_here("average", str(dates_ckpt), str(tmp_path / "other.ckpt"), "--output",
+                        str(tmp_path / "x.ckpt"), check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"{dates_ckpt} and {tmp_path / 'other.ckpt'} have different architectures" in proc.stderr
     assert "hyperparameter 'decoder'" in proc.stderr or "hyperparameter 'encoder'" in proc.stderr
@@ -74,21 +80,22 @@ def test_different_architecture_is_a_clear_error(dates_ckpt: Path, tmp_path: Pat
         average_checkpoints([dates_ckpt, tmp_path / "keys.ckpt"])
 
 
-def test_different_tokenizers_is_a_clear_error(dates_ckpt: Path, tmp_path: Path) -> None:
+def test_different_tokenizers_is_a_clear_error(seq2seq_here: Seq2SeqHere, dates_ckpt: Path,
+                                               tmp_path: Path) -> None:
     ckpt = torch.load(dates_ckpt, weights_only=True)
     english = DatesDataModule(num_train=200, num_val=8, num_test=8, locales=["en_US"], ordinals=False)
     english.setup("fit")
     hparams = dict(ckpt["hyper_parameters"])
     hparams["tokenizers"] = dict(hparams["tokenizers"], source=english.tokenizers["source"])
     torch.save(dict(ckpt, hyper_parameters=hparams), tmp_path / "tok.ckpt")
-    proc = seq2seq("average", str(dates_ckpt), str(tmp_path / "tok.ckpt"), "--output", str(tmp_path / "x.ckpt"),
-                   check=False)
+    proc = seq2seq_here("average", str(dates_ckpt), str(tmp_path / "tok.ckpt"), "--output",
+                        str(tmp_path / "x.ckpt"), check=False)
     assert proc.returncode == 2
     assert f"{dates_ckpt} and {tmp_path / 'tok.ckpt'} have different source tokenizers" in proc.stderr
 
 
-def test_help_and_missing_file(tmp_path: Path) -> None:
-    out = " ".join(seq2seq("average", "--help").stdout.split())
+def test_help_and_missing_file(seq2seq_here: Seq2SeqHere, tmp_path: Path) -> None:
+    out = " ".join(seq2seq_here("average", "--help").stdout.split())
     assert "--output" in out and "integer buffers are taken from the first" in out
-    proc = seq2seq("average", str(tmp_path / "nope.ckpt"), "--output", str(tmp_path / "x.ckpt"), check=False)
+    proc = seq2seq_here("average", str(tmp_path / "nope.ckpt"), "--output", str(tmp_path / "x.ckpt"), check=False)
     assert proc.returncode == 2 and "checkpoint not found" in proc.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -16,8 +17,12 @@ from seq2seq_lightning.data.shapes import ShapesDataModule
 from seq2seq_lightning.modules import quantize as quantize_mod
 from seq2seq_lightning.modules.quantize import QuantizedModuleError
 from seq2seq_lightning.registry import STRATEGIES
+from tests.test_cli import seq2seq_together
 
-from .conftest import CONFIG, NUM, seq2seq
+from .conftest import CONFIG, NUM
+
+if TYPE_CHECKING:
+    from tests.conftest import Seq2SeqHere
 
 
 @pytest.fixture(scope="module")
@@ -121,22 +126,23 @@ def test_refuses_training_and_saving(dates_ckpt: Path, tmp_path: Path) -> None:
         trainer.fit(model, datamodule=data)
 
 
-def test_cli_predict_quantize_int8(dates_ckpt: Path, test_sources: list[str], tmp_path: Path) -> None:
+def test_cli_predict_quantize_int8(seq2seq_here: Seq2SeqHere, dates_ckpt: Path, test_sources: list[str],
+                                   tmp_path: Path) -> None:
+    """Both predicts in real processes, started together; the refused option and the help in this one."""
     src = tmp_path / "in.txt"
     lines = test_sources[:20] + [""]
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    outputs = {}
-    for mode in ("int8", None):
-        out = tmp_path / f"out-{mode}.jsonl"
-        args = ["--quantize", mode] if mode else []
-        seq2seq("predict", "-c", str(CONFIG), *NUM, "--ckpt_path", str(dates_ckpt),
-                f"--data.init_args.predict_path={src}", "--output", str(out), "--model.strategy=beam",
-                "--model.strategy.beam_size=4", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
-                f"--trainer.default_root_dir={tmp_path}", *args)
-        outputs[mode] = [json.loads(r)["output"] for r in out.read_text(encoding="utf-8").splitlines()]
+    modes = ("int8", None)
+    seq2seq_together(*(["predict", "-c", str(CONFIG), *NUM, "--ckpt_path", str(dates_ckpt),
+                        f"--data.init_args.predict_path={src}", "--output", str(tmp_path / f"out-{mode}.jsonl"),
+                        "--model.strategy=beam", "--model.strategy.beam_size=4", "--trainer.logger=false",
+                        "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
+                        *(["--quantize", mode] if mode else [])] for mode in modes))
+    outputs = {mode: [json.loads(r)["output"] for r in (tmp_path / f"out-{mode}.jsonl").read_text(
+        encoding="utf-8").splitlines()] for mode in modes}
     assert len(outputs["int8"]) == len(lines) and outputs["int8"][-1] == ""
     assert sum(a == b for a, b in zip(outputs["int8"], outputs[None])) >= len(lines) - 1
-    bad = seq2seq("predict", "-c", str(CONFIG), "--ckpt_path", str(dates_ckpt),
-                  f"--data.init_args.predict_path={src}", "--quantize", "int4", check=False)
+    bad = seq2seq_here("predict", "-c", str(CONFIG), "--ckpt_path", str(dates_ckpt),
+                       f"--data.init_args.predict_path={src}", "--quantize", "int4", check=False)
     assert bad.returncode != 0 and "quantize" in bad.stderr and "Traceback" not in bad.stderr
-    assert "--quantize" in seq2seq("predict", "--help").stdout
+    assert "--quantize" in seq2seq_here("predict", "--help").stdout
