@@ -14,15 +14,21 @@ from seq2seq_lightning.encoders.base import EncoderOutput
 
 @dataclass
 class RNNDecoderState:
-    """Everything the decoder carries between steps; row i of every field belongs to one hypothesis.
+    """Everything the decoder carries between steps.
+
+    Row i of ``hidden``, ``cell`` and ``feed`` belongs to one hypothesis. The source tensors
+    (``memory``, ``keys``, ``mask``) have one row per ``group`` hypotheses: hypothesis row i reads
+    source row ``i // group``. A beam of K keeps ``group == K``, so reordering the hypotheses of a
+    source moves no source tensor (they are copied only when a source finishes and is dropped).
 
     Attributes:
         hidden: (L, N, H) recurrent hidden state.
         cell: (L, N, H) LSTM cell state, or None for a GRU.
-        memory: (N, S, D) encoder memory.
-        keys: (N, S, A) memory projected for additive attention, or None without attention.
-        mask: (N, S) bool, True at real source positions.
+        memory: (N / group, S, D) encoder memory.
+        keys: (N / group, S, A) memory projected for additive attention, or None without attention.
+        mask: (N / group, S) bool, True at real source positions.
         feed: (N, H) the previous attentional output (input feeding), or None.
+        group: hypothesis rows per source row (contiguous), 1 when every row has its own.
     """
 
     hidden: Tensor
@@ -31,13 +37,45 @@ class RNNDecoderState:
     keys: Tensor | None
     mask: Tensor
     feed: Tensor | None
+    group: int = 1
 
     def index_select(self, index: Tensor) -> RNNDecoderState:
-        def rows(t: Tensor | None, dim: int = 0) -> Tensor | None:
-            return None if t is None else t.index_select(dim, index)
+        """New row i = old row ``index[i]``, each with its own copy of its source row (group 1)."""
+        return self._select(index, self._source(index), 1)
 
-        return RNNDecoderState(rows(self.hidden, 1), rows(self.cell, 1), rows(self.memory), rows(self.keys),
-                               rows(self.mask), rows(self.feed))
+    def reorder(self, index: Tensor) -> RNNDecoderState:
+        """New row i = old row ``index[i]``, sharing source rows where the new rows allow it.
+
+        When the new rows come in runs of equal length ``g`` (the current group, or the rows per
+        source of an even expansion) and each run reads one source row, the result has group ``g``
+        and the source tensors are kept as they are, or cut to the runs' rows when a source was
+        dropped. Any other order falls back to :meth:`index_select`.
+        """
+        source = self._source(index)  # (N',) the source row each new row reads
+        sources = self.memory.size(0)
+        for g in sorted({self.group, index.numel() // max(sources, 1)}, reverse=True):  # the longest runs first
+            if g < 1 or index.numel() % g:
+                continue
+            runs = source.view(-1, g)
+            if bool((runs == runs[:, :1]).all()):
+                return self._select(index, runs[:, 0], g)
+        return self.index_select(index)
+
+    def _source(self, index: Tensor) -> Tensor:
+        return index // self.group if self.group > 1 else index
+
+    def _select(self, index: Tensor, source: Tensor, group: int) -> RNNDecoderState:
+        """Hypothesis rows ``index``; source rows ``source`` (left as they are when that is every row in order)."""
+        def rows(t: Tensor | None, which: Tensor, dim: int = 0) -> Tensor | None:
+            return None if t is None else t.index_select(dim, which)
+
+        memory, keys, mask = self.memory, self.keys, self.mask
+        unchanged = source.numel() == memory.size(0) and bool(
+            (source == torch.arange(source.numel(), device=source.device)).all())
+        if not unchanged:
+            memory, keys, mask = rows(memory, source), rows(keys, source), rows(mask, source)
+        return RNNDecoderState(rows(self.hidden, index, 1), rows(self.cell, index, 1), memory, keys, mask,
+                               rows(self.feed, index), group)
 
 
 class AdditiveAttention(nn.Module):
@@ -129,8 +167,8 @@ class RNNDecoder(Decoder):
         return RNNDecoderState(hidden, cell, enc.memory, keys, enc.mask, feed)
 
     def reorder_state(self, state: RNNDecoderState, index: Tensor) -> RNNDecoderState:
-        """New row i = old row index[i]."""
-        return state.index_select(index)
+        """New row i = old row index[i] (source tensors shared by a source's rows: :meth:`RNNDecoderState.reorder`)."""
+        return state.reorder(index)
 
     # -- computation ---------------------------------------------------------------------------
     def _run(self, embedded: Tensor, state: RNNDecoderState) -> tuple[Tensor, Tensor | None, RNNDecoderState]:
@@ -140,7 +178,7 @@ class RNNDecoder(Decoder):
             outputs, hx = self.rnn(embedded, hx)  # (B, T, H)
             attn = None
             if self.attention is not None:
-                context, attn = self.attention(outputs, state.keys, state.memory, state.mask)
+                context, attn = self._attend(outputs, state)
                 outputs = torch.cat([outputs, context], dim=-1)
             pre = torch.tanh(self.combine(outputs))  # (B, T, H)
             feed = None
@@ -148,14 +186,23 @@ class RNNDecoder(Decoder):
             feed, pres, attns = state.feed, [], []
             for t in range(embedded.size(1)):
                 out, hx = self.rnn(torch.cat([embedded[:, t : t + 1], feed[:, None]], dim=-1), hx)  # (B, 1, H)
-                context, a = self.attention(out, state.keys, state.memory, state.mask)
+                context, a = self._attend(out, state)
                 pre_t = torch.tanh(self.combine(torch.cat([out, context], dim=-1)))  # (B, 1, H)
                 feed = pre_t[:, 0]
                 pres.append(pre_t)
                 attns.append(a)
             pre, attn = torch.cat(pres, dim=1), torch.cat(attns, dim=1)
         hidden, cell = hx if self.cell == "lstm" else (hx, None)
-        return pre, attn, RNNDecoderState(hidden, cell, state.memory, state.keys, state.mask, feed)
+        return pre, attn, RNNDecoderState(hidden, cell, state.memory, state.keys, state.mask, feed, state.group)
+
+    def _attend(self, query: Tensor, state: RNNDecoderState) -> tuple[Tensor, Tensor]:
+        """query (N, T, H) -> context (N, T, D), weights (N, T, S); a source's ``group`` rows attend together."""
+        if state.group == 1:
+            return self.attention(query, state.keys, state.memory, state.mask)
+        n, t, _ = query.shape
+        context, weights = self.attention(query.reshape(n // state.group, state.group * t, -1), state.keys,
+                                          state.memory, state.mask)
+        return context.reshape(n, t, -1), weights.reshape(n, t, -1)
 
     def forward(self, tokens: Tensor, enc: EncoderOutput) -> tuple[Tensor, Tensor | None]:
         """Teacher forcing: tokens (B, T) long (BOS first) -> logits (B, T, V), attention (B, T, S) or None."""
