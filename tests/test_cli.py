@@ -3,19 +3,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import os
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 import torch
+
+from tests.helpers.processes import cli, started
 
 if TYPE_CHECKING:
     from tests.conftest import Seq2SeqHere
@@ -46,24 +45,9 @@ def seq2seq_together(*commands: list[str], check: bool = True, cwd: Path = ROOT)
     env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
     if len(commands) > 1:
         env["OMP_NUM_THREADS"] = "1"
-    with contextlib.ExitStack() as stack:
-        logs = [tuple(stack.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2)) for _ in commands]
-        procs = [subprocess.Popen([sys.executable, "-m", "seq2seq_lightning.cli", *args], cwd=cwd, env=env,
-                                  stdout=out, stderr=err) for args, (out, err) in zip(commands, logs)]
-        deadline = time.monotonic() + 600 * len(commands)  # seq2seq() gives each run 600 s
-        try:
-            for proc in procs:
-                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-        results = []
-        for args, proc, (out, err) in zip(commands, procs, logs):
-            out.seek(0)
-            err.seek(0)
-            results.append(subprocess.CompletedProcess(args, proc.returncode, out.read(), err.read()))
+    with started([cli(*args) for args in commands], [cwd] * len(commands), env=env,
+                 timeout=600 * len(commands), merge_stderr=False) as wait:  # seq2seq() gives each run 600 s
+        results = wait()
     for args, result in zip(commands, results):
         if check and result.returncode != 0:
             raise AssertionError(f"seq2seq {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n"

@@ -7,9 +7,10 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from tests.helpers.processes import cli, started
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "new-task.md"
@@ -30,22 +31,8 @@ def seq2seq_aside(*args: str, cwd: Path) -> Iterator[Callable[[], subprocess.Com
     """``seq2seq(*args, cwd=cwd)`` started on entering, to run beside the body; the callable it gives waits
     for it and returns its result. Killed on leaving if it is still running."""
     env = dict(os.environ, PYTHONPATH=str(cwd), WANDB_MODE="offline", COLUMNS="200")
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "seq2seq_lightning.cli", *args], cwd=cwd, env=env,
-                                stdout=out, stderr=err)
-
-        def result() -> subprocess.CompletedProcess:
-            proc.wait(timeout=600)
-            out.seek(0)
-            err.seek(0)
-            return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
-
-        try:
-            yield result
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    with started([cli(*args)], [cwd], env=env, timeout=600, merge_stderr=False) as wait:
+        yield lambda: wait()[0]
 
 
 def test_the_walk_through_trains_and_tests_a_third_task(tmp_path: Path) -> None:
