@@ -4,7 +4,8 @@ Same model (configs/translation/multi30k_de_en.yaml), same Multi30k batches in t
 optimizer (Adam 1e-3), clipping (1.0) and number of steps, in one process. A step's time is the time
 between the starts of consecutive steps, so data fetching and the loop's own work count. Runs alternate
 (Lightning, hand, Lightning, hand, ...) so that drift of the machine hits both alike. Each repeat gives
-one ratio (trimmed-mean step times); the figures are the median ratio over the repeats and its spread.
+one ratio (trimmed-mean step times), and the order of the three runs rotates from one repeat to the
+next, so that no variant always runs first; the figures are the median ratio over the repeats and its spread.
 
     python benchmarks/overhead.py [--steps 60] [--warmup 10] [--repeats 5]
 """
@@ -81,17 +82,20 @@ def main() -> None:
     data.setup("fit")
     times: dict[str, list[float]] = {"lightning": [], "lightning_bar": [], "hand": []}
     ratios: dict[str, list[float]] = {"lightning": [], "lightning_bar": []}
+    variants = {"lightning": lambda: lightning_run(data, args.steps, progress_bar=False),
+                "hand": lambda: hand_run(data, args.steps),
+                "lightning_bar": lambda: lightning_run(data, args.steps, progress_bar=True)}
+    order = list(variants)
     for repeat in range(args.repeats):  # one repeat: the three runs back to back, so drift hits all alike
-        run = {"lightning": lightning_run(data, args.steps, progress_bar=False)[args.warmup :],
-               "hand": hand_run(data, args.steps)[args.warmup :],
-               "lightning_bar": lightning_run(data, args.steps, progress_bar=True)[args.warmup :]}
+        turn = order[repeat % 3 :] + order[: repeat % 3]  # each variant takes each place in turn
+        run = {name: variants[name]()[args.warmup :] for name in turn}
         run_means = {name: trimmed_mean(values) for name, values in run.items()}
         for name, values in run.items():
             times[name] += values
         for name, repeat_ratios in ratios.items():
             repeat_ratios.append(run_means[name] / run_means["hand"])
         print(f"repeat {repeat + 1}/{args.repeats}: " + ", ".join(
-            f"{name} {mean * 1000:.1f} ms" for name, mean in run_means.items()), flush=True)
+            f"{name} {run_means[name] * 1000:.1f} ms" for name in turn), flush=True)
     means = {k: trimmed_mean(v) for k, v in times.items()}
     steps = len(times["hand"])
     emit("overhead", "hand-written loop step time", means["hand"] * 1000, "ms", steps=steps)
