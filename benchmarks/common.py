@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -105,3 +106,17 @@ def multi30k_model(tokenizers: dict[str, str], config: str = "configs/translatio
     init = yaml.safe_load((REPO / config).read_text())["model"]["init_args"]
     keep = {k: init[k] for k in ("encoder", "decoder", "strategy", "label_smoothing") if k in init}
     return TranslationModule(tokenizers=tokenizers, **keep)
+
+
+def checkpoint_parser(doc: str | None, *, sentences: int, beam_size: int, repeats: int,
+                      rounds_of: str) -> argparse.ArgumentParser:
+    """The options of the benchmarks that decode a checkpoint's test split in alternating rounds:
+    ``-c/--config``, ``--ckpt_path``, ``--sentences``, ``--beam-size`` and ``--repeats`` (rounds per
+    ``rounds_of``), with these defaults."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", required=True, help="the checkpoint's training config (its data section)")
+    parser.add_argument("--ckpt_path", required=True)
+    parser.add_argument("--sentences", type=int, default=sentences, help="first N test sentences (0: all)")
+    parser.add_argument("--beam-size", type=int, default=beam_size)
+    parser.add_argument("--repeats", type=int, default=repeats, help=f"rounds per {rounds_of}, alternating")
+    return parser

@@ -17,7 +17,6 @@ from its defaults when the configured strategy is not beam search. Prints one JS
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 import torch
 import yaml
-from common import emit
+from common import checkpoint_parser, emit
 from torchmetrics.text import SacreBLEUScore
 
 from seq2seq_lightning import TranslationModule
@@ -73,13 +72,8 @@ def profile(model: TranslationModule, sources: list[str], strategy: Any, top: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-c", "--config", required=True, help="the checkpoint's training config (its data section)")
-    parser.add_argument("--ckpt_path", required=True)
-    parser.add_argument("--sentences", type=int, default=0, help="first N test sentences (0: all)")
-    parser.add_argument("--beam-size", type=int, default=5)
+    parser = checkpoint_parser(__doc__, sentences=0, beam_size=5, repeats=3, rounds_of="model")
     parser.add_argument("--batch-size", type=int, default=0, help="sentences per batch (0: the checkpoint's)")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds per model, alternating")
     parser.add_argument("--profile-sentences", type=int, default=300, help="int8 sentences profiled (0: none)")
     parser.add_argument("--top", type=int, default=8, help="ops reported from the profile")
     parser.add_argument("--goal-speedup", default="", help="goal of the int8 / float32 ratio (Multi30k: '>= 1.5')")

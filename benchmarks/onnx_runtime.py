@@ -17,7 +17,6 @@ named onnx.py: run from this folder, that name would shadow the onnx package.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -26,7 +25,7 @@ from typing import Any
 
 import torch
 import yaml
-from common import emit
+from common import checkpoint_parser, emit
 
 from seq2seq_lightning import TranslationModule
 from seq2seq_lightning.export import OnnxTranslator
@@ -54,12 +53,7 @@ def timed(translator: Any, sources: list[str], strategy: str | None, kwargs: dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-c", "--config", required=True, help="the checkpoint's training config (its data section)")
-    parser.add_argument("--ckpt_path", required=True)
-    parser.add_argument("--sentences", type=int, default=300, help="first N test sentences (0: all)")
-    parser.add_argument("--beam-size", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3, help="rounds per runtime, alternating")
+    parser = checkpoint_parser(__doc__, sentences=300, beam_size=4, repeats=3, rounds_of="runtime")
     parser.add_argument("--threads", type=int, default=0, help="threads of both runtimes (0: torch's default)")
     parser.add_argument("--goal-agreement", default=">= 0.99")
     args = parser.parse_args()

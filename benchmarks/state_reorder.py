@@ -15,11 +15,10 @@ torch.profiler and the self CPU share of ``aten::index_select`` is reported.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
 import torch
-from common import emit
+from common import checkpoint_parser, emit
 from int8 import bleu, test_pairs, timed
 from torch.profiler import ProfilerActivity, profile
 
@@ -42,12 +41,7 @@ def index_select_share(model: TranslationModule, sources: list[str], strategy) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-c", "--config", required=True, help="the checkpoint's training config (its data section)")
-    parser.add_argument("--ckpt_path", required=True)
-    parser.add_argument("--sentences", type=int, default=0, help="first N test sentences (0: all)")
-    parser.add_argument("--beam-size", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=5, help="rounds per variant, alternating")
+    parser = checkpoint_parser(__doc__, sentences=0, beam_size=5, repeats=5, rounds_of="variant")
     parser.add_argument("--quantize", choices=["int8"], default=None, help="run both variants in int8")
     parser.add_argument("--profile-sentences", type=int, default=300, help="sentences profiled per variant (0: none)")
     args = parser.parse_args()
