@@ -57,18 +57,25 @@ def timed(model: TranslationModule, sources: list[str], strategy: Any) -> tuple[
     return outputs, time.perf_counter() - start
 
 
-def profile(model: TranslationModule, sources: list[str], strategy: Any, top: int) -> list[tuple[str, float]]:
-    """Self CPU time share of the top ops over one translation of ``sources`` (table on stderr)."""
+def op_shares(model: TranslationModule, sources: list[str], strategy: Any, table_rows: int = 0) -> dict[str, float]:
+    """Self CPU time share of every op over one translation of ``sources`` under torch.profiler, largest
+    first; with ``table_rows``, the profiler's table of that many ops goes to stderr."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof, torch.inference_mode():
         model.translate(sources, strategy)
     events = prof.key_averages()
-    print(events.table(sort_by="self_cpu_time_total", row_limit=top + 10), file=sys.stderr)
+    if table_rows:
+        print(events.table(sort_by="self_cpu_time_total", row_limit=table_rows), file=sys.stderr)
     total = sum(e.self_cpu_time_total for e in events) or 1.0
-    ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
-    return [(e.key, e.self_cpu_time_total / total) for e in ranked]
+    ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)
+    return {e.key: e.self_cpu_time_total / total for e in ranked}
+
+
+def profile(model: TranslationModule, sources: list[str], strategy: Any, top: int) -> list[tuple[str, float]]:
+    """Self CPU time share of the top ops over one translation of ``sources`` (table on stderr)."""
+    return list(op_shares(model, sources, strategy, table_rows=top + 10).items())[:top]
 
 
 def main() -> None:

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import statistics
 
-import torch
 from common import checkpoint_parser, emit
-from int8 import bleu, test_pairs, timed
-from torch.profiler import ProfilerActivity, profile
+from int8 import bleu, op_shares, test_pairs, timed
 
 from seq2seq_lightning import TranslationModule
 from seq2seq_lightning.search.beam import BeamSearch
@@ -29,15 +27,6 @@ from seq2seq_lightning.search.beam import BeamSearch
 def load(ckpt: str, quantize: str | None) -> TranslationModule:
     model = TranslationModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
     return model.quantize(quantize) if quantize else model
-
-
-def index_select_share(model: TranslationModule, sources: list[str], strategy) -> float:
-    """Self CPU share of ``aten::index_select`` over one translation of ``sources``."""
-    with profile(activities=[ProfilerActivity.CPU]) as prof, torch.inference_mode():
-        model.translate(sources, strategy)
-    events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events) or 1.0
-    return sum(e.self_cpu_time_total for e in events if e.key == "aten::index_select") / total
 
 
 def main() -> None:
@@ -81,7 +70,7 @@ def main() -> None:
         few = sources[: args.profile_sentences]
         for v, model in variants.items():
             emit("state_reorder", f"{v} source rows ({tag}) profile: self CPU share of aten::index_select",
-                 index_select_share(model, few, strategy), "fraction", sentences=len(few))
+                 op_shares(model, few, strategy).get("aten::index_select", 0.0), "fraction", sentences=len(few))
 
 
 if __name__ == "__main__":
