@@ -8,15 +8,17 @@ optimizer (Adam 1e-3), clipping (1.0) and number of steps, in one process. Two d
   a bar, the hand-written loop and Lightning with the rich bar back to back, the order rotating from one
   repeat to the next so that no variant always runs first; each repeat gives one ratio per Lightning
   variant (trimmed-mean step times), and the figures are the median over the repeats and its spread.
-- ``steps``: steps alternate. One Lightning fit runs, and just before each of its steps a callback
-  runs one step of the hand-written loop on a second, identically initialised model, over its own
-  loader of the same batches. The hand step is timed from its batch fetch to the end of its optimizer
-  step; Lightning's step from there to the start of its next step (its batch fetch, hooks, logging,
-  forward, backward, clipping and optimizer step). Both steps of a pair see the same batch within a
-  second of each other, so the machine's drift, which moves whole runs by several percent on a shared
-  VM, cancels pair by pair. Fits alternate without and with the bar; each gives one ratio per fit.
-  A last run pairs the hand-written loop with itself, the design's own check: its ratio, second step
-  of each pair over the first, shows what the position in a pair alone does.
+- ``steps``: steps alternate. One Lightning fit runs, and beside each of its steps a callback runs
+  one step of the hand-written loop on a second, identically initialised model, over its own loader
+  of the same batches: just before Lightning's step on even steps, just after it on odd ones. The
+  hand step is timed from its batch fetch to the end of its optimizer step; Lightning's step is the
+  time between the starts of its consecutive steps (its batch fetch, hooks, logging, forward,
+  backward, clipping and optimizer step) less the hand step run within it. Both steps of a pair see
+  the same batch within a second of each other, so the machine's drift, which moves whole runs by
+  several percent on a shared VM, cancels pair by pair. Fits alternate without and with the bar; each
+  gives one ratio per fit. A last run pairs the hand-written loop with itself, always in the same
+  order: its ratio, second step of each pair over the first, is what the position in a pair alone
+  does, the bias the alternating order cancels.
 
     python benchmarks/overhead.py [--design runs|steps|both] [--steps 60] [--warmup 10] [--repeats 5]
 """
@@ -76,27 +78,39 @@ class HandLoop:
 
 
 class PairedSteps(L.Callback):
-    """Runs one hand-written step just before each Lightning step and times both (the ``steps`` design)."""
+    """Runs one hand-written step beside each Lightning step and times both (the ``steps`` design): on
+    even steps just before Lightning's, on odd steps just after it, so that neither loop always goes
+    first. Lightning's step time is the time between the starts of its consecutive steps less the
+    hand-written step run within it."""
 
     def __init__(self, hand: HandLoop) -> None:
         self.hand = hand
         self.hand_times: list[float] = []
         self.lightning_times: list[float] = []
-        self.hand_end: float | None = None
+        self.step_start: float | None = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._lightning_step_done()
-        start = time.perf_counter()
-        self.hand.step()
-        self.hand_end = time.perf_counter()
-        self.hand_times.append(self.hand_end - start)
+        if batch_idx % 2 == 0:
+            self._hand_step()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx % 2 == 1:
+            self._hand_step()
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._lightning_step_done()
 
+    def _hand_step(self) -> None:
+        start = time.perf_counter()
+        self.hand.step()
+        self.hand_times.append(time.perf_counter() - start)
+
     def _lightning_step_done(self) -> None:
-        if self.hand_end is not None:
-            self.lightning_times.append(time.perf_counter() - self.hand_end)
+        now = time.perf_counter()
+        if self.step_start is not None:
+            self.lightning_times.append(now - self.step_start - self.hand_times[-1])
+        self.step_start = now
 
 
 def trainer(steps: int, progress_bar: bool, callback: L.Callback) -> L.Trainer:
