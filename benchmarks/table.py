@@ -2,7 +2,8 @@
 
     python benchmarks/table.py results/*.jsonl
 
-Each row shows the figure, its value and unit, the goal and whether the value meets it.
+Each row shows the figure (and its design, where the script has several), its value and unit (ratios
+to three decimals), the goal and whether the value meets it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ def verdict(value: float, goal: str) -> str:
     return "met" if _OPS[match.group(1)](value, float(match.group(2))) else "**not met**"
 
 
-def fmt(value: float) -> str:
+def fmt(value: float, unit: str = "") -> str:
+    if unit == "ratio" and abs(value) < 10:
+        return f"{value:.3f}"
     if abs(value) >= 100:
         return f"{value:,.0f}"
     if abs(value) >= 10:
@@ -43,7 +46,8 @@ def main() -> None:
                 continue
             row = json.loads(line)
             goal = row.get("goal", "")
-            print(f"| {row['benchmark']} | {row['figure']} | {fmt(row['value'])} | {row['unit']} | {goal} | "
+            figure = f"{row['figure']} ({row['design']} design)" if "design" in row else row["figure"]
+            print(f"| {row['benchmark']} | {figure} | {fmt(row['value'], row['unit'])} | {row['unit']} | {goal} | "
                   f"{verdict(row['value'], goal)} |")
 
 
