@@ -146,11 +146,27 @@ def paired_run(data, steps: int, progress_bar: bool) -> tuple[list[float], list[
     return pairs.lightning_times, pairs.hand_times
 
 
-def emit_ratios(ratios: dict[str, list[float]], design: str, steps: int, what: str) -> None:
+def emit_ratios(ratios: dict[str, list[float]], design: str, steps: dict[str, int], what: str) -> None:
+    """The median ratio of each Lightning variant, with its spread; ``steps``: the steps each one counts."""
     for name, values in ratios.items():
-        emit("overhead", FIGURES[name], statistics.median(values), "ratio", "<= 1.02", steps=steps, design=design,
-             statistic=f"median of {len(values)} {what}", spread=[round(min(values), 4), round(max(values), 4)],
-             repeats=[round(v, 4) for v in values])
+        emit("overhead", FIGURES[name], statistics.median(values), "ratio", "<= 1.02", steps=steps[name],
+             design=design, statistic=f"median of {len(values)} {what}",
+             spread=[round(min(values), 4), round(max(values), 4)], repeats=[round(v, 4) for v in values])
+
+
+def position_check(data, steps: int, warmup: int) -> list[float]:
+    """The steps design's own check: a hand-written step paired with another, always in the same
+    order; per pair after ``warmup``, the second step's time over the first's."""
+    first, second = HandLoop(data), HandLoop(data)
+    ratios = []
+    for step in range(steps):
+        start = time.perf_counter()
+        first.step()
+        middle = time.perf_counter()
+        second.step()
+        if step >= warmup:
+            ratios.append((time.perf_counter() - middle) / (middle - start))
+    return ratios
 
 
 def alternating_runs(data, args) -> None:
@@ -174,7 +190,7 @@ def alternating_runs(data, args) -> None:
     steps = len(times["hand"])
     emit("overhead", "hand-written loop step time", means["hand"] * 1000, "ms", steps=steps, design="runs")
     emit("overhead", "Lightning step time", means["lightning"] * 1000, "ms", steps=steps, design="runs")
-    emit_ratios(ratios, "runs", steps, "repeats")
+    emit_ratios(ratios, "runs", dict.fromkeys(ratios, steps), "repeats")
 
 
 def alternating_steps(data, args) -> None:
@@ -187,18 +203,9 @@ def alternating_steps(data, args) -> None:
         pair_ratios[name] += [a / b for a, b in zip(lightning, hand)]
         print(f"steps, fit {repeat + 1}/{args.repeats} ({name}): Lightning {trimmed_mean(lightning) * 1000:.1f} ms, "
               f"hand {trimmed_mean(hand) * 1000:.1f} ms, ratio {ratios[name][-1]:.4f}", flush=True)
-    emit_ratios({name: values for name, values in ratios.items() if values}, "steps",
-                sum(map(len, pair_ratios.values())), "fits")
-    # the design's own check: a hand-written step paired with another, the second timed against the first
-    first, second = HandLoop(data), HandLoop(data)
-    pair_ratios["hand"] = []
-    for step in range(args.steps):
-        start = time.perf_counter()
-        first.step()
-        middle = time.perf_counter()
-        second.step()
-        if step >= args.warmup:
-            pair_ratios["hand"].append((time.perf_counter() - middle) / (middle - start))
+    ratios = {name: values for name, values in ratios.items() if values}
+    emit_ratios(ratios, "steps", {name: len(pair_ratios[name]) for name in ratios}, "fits")
+    pair_ratios["hand"] = position_check(data, args.steps, args.warmup)
     for name, label in (*FIGURES.items(), ("hand", "hand (second of a pair) / hand (first) step time")):
         values = pair_ratios[name]
         if values:
